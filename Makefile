@@ -1,0 +1,41 @@
+# Two commands on a fresh machine: `make sweep` and `make test`. Both build .venv when it is missing.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+TORCH_PIN := torch==2.13.0
+
+.PHONY: install test test-fast sweep debug lint bench clean
+
+# CPU torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
+# A GPU user can pre-install their CUDA torch 2.13 into .venv; pip then keeps it.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q $(TORCH_PIN)
+	$(BIN)/python -m pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
+
+debug: $(STAMP)
+	$(BIN)/rlan debug -c configs/debug.yaml
+
+sweep: $(STAMP)
+	$(BIN)/rlan debug -c configs/debug.yaml
+
+lint: $(STAMP)
+	$(BIN)/ruff check rlan orchestrator tests bench
+	$(BIN)/ruff format --check rlan orchestrator tests bench
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache mlruns.db mlartifacts

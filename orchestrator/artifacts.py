@@ -1,0 +1,125 @@
+"""End-of-run artifacts shared by `rlan debug`, `rlan train` and sweep trials: config, plots, checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from orchestrator import plots
+from orchestrator.tracking import RunLogger
+from rlan.config import RunConfig
+from rlan.evaluation import QueryResult
+
+CURVE_KEYS = [
+    "train/loss",
+    "train/task_loss",
+    "eval/exact_match",
+    "heldout/exact_match",
+    "train/exact_match",
+    "meta/share",
+    "clues/std",
+    "stop/saturated_share",
+]
+
+
+def prediction_rows(results: list[QueryResult], limit: int) -> list[dict]:
+    rows = []
+    for result in results[:limit]:
+        sample = result.spec.build()
+        best = result.ranked[0][1] if result.ranked else result.plain
+        rows.append(
+            {
+                "task_id": sample.task_id,
+                "query_input": sample.query_input,
+                "target": result.target,
+                "prediction": best,
+                "correct": bool(result.pass_at(1)) if result.ranked else result.exact,
+            }
+        )
+    return rows
+
+
+def attention_figure(model: torch.nn.Module, spec, stages, device) -> object | None:
+    """Clue attention maps of one held-out sample."""
+    from rlan.data import collate_samples, move_batch
+
+    sample = spec.build()
+    batch = move_batch(collate_samples([sample]), device)
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = model(
+            batch["support_inputs"],
+            batch["support_outputs"],
+            batch["support_mask"],
+            batch["query_inputs"],
+            stages,
+        )
+    model.train(was_training)
+    h, w = sample.query_input.shape
+    maps = out.attention_maps[0, :, :h, :w].float().cpu().numpy()
+    return plots.plot_attention(sample.query_input, maps, out.centroids[0].float().cpu().numpy())
+
+
+def log_run_artifacts(
+    logger: RunLogger,
+    config: RunConfig,
+    history: list[dict[str, float]],
+    results: dict[str, list[QueryResult]],
+    checkpoint_dir: str | None,
+    attention_fig=None,
+) -> None:
+    logger.log_text(config.to_yaml(), "config/resolved_config.yaml")
+    series = {k: [(int(m["epoch"]), float(m[k])) for m in history if k in m] for k in CURVE_KEYS}
+    series = {k: v for k, v in series.items() if v}
+    if series:
+        logger.log_figure(
+            plots.plot_learning_curves(series, None, "learning curves"), "plots/learning_curves.png"
+        )
+    for name, found in results.items():
+        rows = prediction_rows(found, config.logging.num_plot_tasks)
+        if rows:
+            logger.log_figure(plots.plot_predictions(rows), f"plots/predictions_{name}.png")
+    if attention_fig is not None:
+        logger.log_figure(attention_fig, "plots/clue_attention.png")
+    if checkpoint_dir and Path(checkpoint_dir).is_dir():
+        logger.log_artifact(str(Path(checkpoint_dir) / "checkpoint.pt"), "checkpoint")
+
+
+def summary_table(metrics: dict[str, float]) -> str:
+    """The seed's diagnostics as a two-column table for the terminal."""
+    keys = [
+        ("train/loss", "total loss"),
+        ("train/task_loss", "task loss"),
+        ("train/exact_match", "train exact match"),
+        ("heldout/exact_match", "held-out exact match"),
+        ("heldout/tta_exact_match", "held-out TTA exact match"),
+        ("eval/exact_match", "eval exact match"),
+        ("eval/tta_exact_match", "eval TTA exact match"),
+        ("eval/pixel_accuracy", "eval pixel accuracy"),
+        ("eval/tta_consensus", "eval TTA consensus"),
+        ("entropy_ratio", "entropy eval/train"),
+        ("nan_batches", "NaN batches"),
+        ("nan_streak_max", "longest NaN streak"),
+        ("logits/min", "output logit min"),
+        ("logits/max", "output logit max"),
+        ("stop/mean", "stop logit mean"),
+        ("stop/std", "stop logit std"),
+        ("stop/saturated_share", "saturated stop share"),
+        ("clues/mean", "clues used mean"),
+        ("clues/std", "clues used std"),
+        ("meta/share", "meta share of loss"),
+        ("meta/cap_factor", "cap factor"),
+        ("meta/output_equiv_loss", "output equivariance loss"),
+        ("meta/equiv_loss", "context equivariance loss"),
+        ("lora/delta_norm", "LoRA delta norm"),
+        ("samples_per_s", "samples/s"),
+    ]
+    width = max(len(label) for _, label in keys)
+    lines = [f"{'diagnostic':<{width}}  value", f"{'-' * width}  ----------"]
+    for key, label in keys:
+        if key in metrics and np.isfinite(metrics[key]):
+            lines.append(f"{label:<{width}}  {metrics[key]:.4g}")
+    return "\n".join(lines)

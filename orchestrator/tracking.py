@@ -1,0 +1,320 @@
+"""MLflow tracking through MlflowClient only: every call names its run, so several runs can be open in one
+process (a sweep's parent run beside its trials) and no global state is left behind. MLflow 3 refuses the
+file store, so the tracking URI is a SQLite file (one process, or a few on one machine) or an
+`mlflow server` over http(s) (many processes or nodes).
+
+Metric and param keys are sanitised by `sanitize_key`, a fixed rule, so a key logged once always maps to the
+same MLflow name:
+  1. '@' becomes '_at_'                      ('eval/pass@2' -> 'eval/pass_at_2')
+  2. every character outside A-Z a-z 0-9 _ - . space / becomes '_'
+  3. empty path parts are dropped and '.' or '..' parts become '_' (MLflow rejects non-normalised paths),
+  4. the result is cut to 250 characters; an empty key becomes '_'.
+"""
+
+from __future__ import annotations
+
+import numbers
+import os
+import re
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    from rlan.config import RunConfig
+
+MAX_KEY_LENGTH = 250
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 8000
+PARAMS_PER_BATCH = 100
+METRICS_PER_BATCH = 1000
+PARENT_TAG = "mlflow.parentRunId"
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+_EXPECTED = "expected sqlite:///path/to/mlruns.db or http(s)://host:port"
+
+
+class TrackingError(RuntimeError):
+    """A tracking problem, phrased as one line."""
+
+
+# ------------------------------------------------------------------------------------------ URIs
+def resolve_tracking_uri(cli_value: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns.db; SQLite paths absolute."""
+    env_value = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if cli_value and cli_value.strip():
+        value, origin = cli_value.strip(), "--tracking-uri"
+    elif env_value:
+        value, origin = env_value, "MLFLOW_TRACKING_URI"
+    else:
+        return _sqlite_uri(Path.cwd() / "mlruns.db")
+    where = f"{origin} '{value}'"
+    if value.startswith(("http://", "https://")):
+        if not value.split("://", 1)[1].split("/", 1)[0]:
+            raise TrackingError(f"{where}: no host; {_EXPECTED}")
+        return value
+    if value.startswith("file:"):
+        raise _file_store_error(where, Path(urllib.parse.urlparse(value).path or "mlruns"))
+    if value.startswith("sqlite:"):
+        path, _, query = value.removeprefix("sqlite:").partition("?")
+        if not path.startswith("///") or not path[3:] or path[3:] == ":memory:":
+            raise TrackingError(f"{where}: no database file; {_EXPECTED}")
+        return _sqlite_uri(Path(path[3:]), query)
+    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
+        raise TrackingError(f"{where}: unsupported scheme; {_EXPECTED}")
+    path = Path(value).expanduser()
+    if path.is_dir() or value.endswith("/") or (path.suffix not in _SQLITE_SUFFIXES and not path.is_file()):
+        raise _file_store_error(where, path)  # a folder is how MLflow names a file store
+    return _sqlite_uri(path)
+
+
+def _file_store_error(where: str, folder: Path) -> TrackingError:
+    suggestion = _sqlite_uri(folder.parent / f"{folder.name or 'mlruns'}.db")
+    return TrackingError(f"{where}: MLflow 3 refuses the file store; use {suggestion}")
+
+
+def _sqlite_uri(path: Path, query: str = "") -> str:
+    # An absolute path gives four slashes (sqlite:////abs/x.db); Ray workers chdir, so never relative.
+    absolute = os.path.abspath(path.expanduser())
+    return f"sqlite:///{absolute}" + (f"?{query}" if query else "")
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri.removeprefix("sqlite:///").partition("?")[0])
+
+
+def check_reachable(uri: str, timeout_s: float = 5) -> None:
+    """Fail early, in one line, when the tracking store cannot be used (before any run starts)."""
+    sqlite_path = _sqlite_path(uri)
+    if sqlite_path is not None:
+        folder = sqlite_path.parent
+        if not folder.is_dir():
+            raise TrackingError(f"cannot reach MLflow at {uri}: folder {folder} does not exist")
+        if not os.access(folder, os.W_OK) or (sqlite_path.exists() and not os.access(sqlite_path, os.W_OK)):
+            raise TrackingError(f"cannot reach MLflow at {uri}: {sqlite_path} is not writable")
+        return
+    if not uri.startswith(("http://", "https://")):
+        raise TrackingError(f"cannot reach MLflow at {uri}: {_EXPECTED}")
+    base = uri.rstrip("/")
+    reason = "no answer"
+    for probe in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+        try:
+            with urllib.request.urlopen(base + probe, timeout=timeout_s) as response:
+                if response.status < 400:
+                    return
+                reason = f"HTTP {response.status}"
+        except urllib.error.HTTPError as exc:
+            reason = f"HTTP {exc.code} {exc.reason}"
+        except (urllib.error.URLError, OSError) as exc:
+            reason = str(getattr(exc, "reason", exc))
+            break  # the host itself did not answer; a second path will not help
+    raise TrackingError(f"cannot reach MLflow at {uri}: {' '.join(reason.split())}")
+
+
+def default_artifact_root(uri: str) -> str | None:
+    """For a SQLite store: <db folder>/mlartifacts as a file:// URI (else MLflow would use <cwd>/mlruns)."""
+    sqlite_path = _sqlite_path(uri)
+    return (sqlite_path.parent / "mlartifacts").as_uri() if sqlite_path is not None else None
+
+
+def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
+    experiment = client.get_experiment_by_name(name)
+    if experiment is None:
+        try:
+            return client.create_experiment(name, artifact_location=artifact_location)
+        except MlflowException as exc:  # another process created it between our read and create
+            if "already exists" not in str(exc) and exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+            experiment = client.get_experiment_by_name(name)
+            if experiment is None:
+                raise
+    if experiment.lifecycle_stage == "deleted":
+        raise TrackingError(f"experiment '{name}' is deleted; restore it or pick another name")
+    return experiment.experiment_id
+
+
+# ------------------------------------------------------------------------------------------ keys
+def sanitize_key(key: str) -> str:
+    """The MLflow name of a metric or param key (the rule is in the module docstring)."""
+    text = re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(key).replace("@", "_at_"))
+    parts = ["_" if part in (".", "..") else part for part in text.split("/") if part]
+    return "/".join(parts)[:MAX_KEY_LENGTH] or "_"
+
+
+def _as_float(value: Any) -> float | None:
+    # numbers.Real covers int, float, bool and numpy scalars; strings, None and tensors are dropped.
+    return float(value) if isinstance(value, numbers.Real) else None
+
+
+# ------------------------------------------------------------------------------------------ run
+class RunLogger:
+    """One MLflow run: created here, or re-attached through run_id (a resumed trial keeps its run)."""
+
+    def __init__(
+        self,
+        tracking_uri: str | None,
+        experiment_name: str,
+        run_name: str | None = None,
+        tags: dict[str, Any] | None = None,
+        parent_run_id: str | None = None,
+        run_id: str | None = None,
+    ) -> None:
+        self.tracking_uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        all_tags = dict(tags or {})
+        if parent_run_id:
+            all_tags[PARENT_TAG] = parent_run_id
+        if run_id is None:
+            root = default_artifact_root(self.tracking_uri)
+            self.experiment_id = get_or_create_experiment(self.client, experiment_name, root)
+            run = self.client.create_run(self.experiment_id, tags=_tag_strings(all_tags), run_name=run_name)
+        else:
+            run = self.client.get_run(run_id)
+            self.experiment_id = run.info.experiment_id
+            self.client.update_run(run_id, status="RUNNING")
+            if all_tags:
+                self.client.log_batch(run_id, tags=_tag_list(all_tags))
+        self._run_id = run.info.run_id
+        self._params: dict[str, str] = dict(run.data.params)
+        self._ended = False
+
+    @property
+    def run_id(self) -> str:
+        return self._run_id
+
+    def log_params(self, flat: dict[str, Any]) -> None:
+        """Log {key: value} as strings; a key already logged with the same value is skipped."""
+        fresh: dict[str, str] = {}
+        for key, value in flat.items():
+            name, text = sanitize_key(key), str(value)[:MAX_PARAM_LENGTH]
+            if name in self._params:
+                if self._params[name] != text:
+                    raise TrackingError(
+                        f"param '{name}' of run {self._run_id} is '{self._params[name]}'; cannot change to "
+                        f"'{text}' (params are immutable in MLflow)"
+                    )
+                continue
+            fresh[name] = text
+        items = list(fresh.items())
+        for start in range(0, len(items), PARAMS_PER_BATCH):
+            chunk = items[start : start + PARAMS_PER_BATCH]
+            self.client.log_batch(self._run_id, params=[Param(k, v) for k, v in chunk])
+        self._params.update(fresh)
+
+    def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
+        """Numeric values (bools as 0/1) at one step; others are dropped.
+
+        NaN and inf are kept: a diverging run should show it (a SQLite store reads inf back as +-1.8e308).
+        """
+        now = int(time.time() * 1000)
+        batch = [
+            Metric(sanitize_key(key), number, now, int(step))
+            for key, value in metrics.items()
+            if (number := _as_float(value)) is not None
+        ]
+        for start in range(0, len(batch), METRICS_PER_BATCH):
+            self.client.log_batch(self._run_id, metrics=batch[start : start + METRICS_PER_BATCH])
+
+    def set_tags(self, tags: dict[str, Any]) -> None:
+        if tags:
+            self.client.log_batch(self._run_id, tags=_tag_list(tags))
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self._run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        self.client.log_text(self._run_id, text, artifact_file)
+
+    def log_dict_yaml(self, tree: dict[str, Any], artifact_file: str) -> None:
+        self.log_text(yaml.safe_dump(tree, sort_keys=False), artifact_file)
+
+    def log_figure(self, fig: Any, artifact_file: str, close: bool = True) -> None:
+        """Save a matplotlib figure as PNG and log it at artifact_file (e.g. 'plots/curves.png')."""
+        folder, _, name = artifact_file.rpartition("/")
+        with tempfile.TemporaryDirectory() as tmp:
+            local = Path(tmp) / name
+            fig.savefig(local, format="png", dpi=100, bbox_inches="tight")
+            self.log_artifact(local, folder or None)
+        if close:
+            import matplotlib.pyplot as plt  # only here: tracking itself draws nothing
+
+            plt.close(fig)
+
+    def metric_history(self, key: str) -> list[tuple[int, float]]:
+        history = self.client.get_metric_history(self._run_id, sanitize_key(key))
+        return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+
+    def last_logged_step(self, key: str) -> int | None:
+        steps = [step for step, _ in self.metric_history(key)]
+        return max(steps) if steps else None
+
+    def end(self, status: str = "FINISHED") -> None:
+        """Terminate the run once; later calls do nothing."""
+        if status not in ("FINISHED", "FAILED", "KILLED"):
+            raise TrackingError(f"run status '{status}': expected FINISHED, FAILED or KILLED")
+        if not self._ended:
+            self.client.set_terminated(self._run_id, status=status)
+            self._ended = True
+
+    def __enter__(self) -> RunLogger:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+        if exc_type is None:
+            self.end("FINISHED")
+        else:
+            self.end("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+
+
+def _tag_strings(tags: dict[str, Any]) -> dict[str, str]:
+    return {str(k): str(v)[:MAX_TAG_LENGTH] for k, v in tags.items()}
+
+
+def _tag_list(tags: dict[str, Any]) -> list[RunTag]:
+    return [RunTag(k, v) for k, v in _tag_strings(tags).items()]
+
+
+# ------------------------------------------------------------------------------------------ provenance
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """HEAD of the repository holding cwd (default: this package's folder); None outside a repository."""
+    folder = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
+
+
+def _version(package: str) -> str:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "missing"
+
+
+def run_tags(config: RunConfig, extra: dict[str, Any] | None = None) -> dict[str, str]:
+    """Provenance tags of a run: config hash, git commit and library versions; extra wins on a clash."""
+    tags = {"rlan.config_hash": config.config_hash()}
+    for package in ("torch", "ray", "mlflow"):  # from metadata: no import of ray (slow) here
+        tags[f"rlan.version.{package}"] = _version(package)
+    commit = git_commit()
+    if commit:
+        tags["rlan.git_commit"] = commit
+        tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
+    tags.update(extra or {})
+    return _tag_strings(tags)

@@ -1,0 +1,56 @@
+"""Checkpoint state: model, optimizer, scheduler, epoch, RNG states and config, loaded with weights_only."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used, phrased as one line naming the path and the reason."""
+
+
+def save_checkpoint(directory: str | Path, state: dict[str, Any]) -> Path:
+    """Write atomically (temp file + rename) so a crash never leaves a half-written checkpoint."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / CHECKPOINT_FILE
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, corrupted or foreign files all end here
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable checkpoint ({reason})") from None
+    missing = {"model", "optimizer", "epoch", "config"} - set(state)
+    if missing:
+        raise CheckpointError(f"{path}: not an rlan checkpoint (missing {sorted(missing)})")
+    return state
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -1,0 +1,30 @@
+import pytest
+
+from rlan.config import RunConfig, load_config
+
+TINY = [
+    "model.hidden_dim=16",
+    "model.max_clues=2",
+    "model.num_solver_steps=2",
+    "model.dropout=0.0",
+    "training.max_epochs=2",
+    "training.batch_size=4",
+    "training.seed=3",
+    "data.max_tasks=4",
+    "data.samples_per_task=2",
+    "evaluation.max_tasks=3",
+    "evaluation.heldout_max_tasks=3",
+    "evaluation.tta_color_perms=1",
+    "evaluation.batch_size=16",
+    "logging.progress=false",
+]
+
+
+@pytest.fixture
+def tiny_config() -> RunConfig:
+    """A seconds-long real run: 4 ARC-AGI-1 training tasks, hidden 16, 2 epochs, every stage on."""
+    return load_config(None, TINY)
+
+
+def tiny(*overrides: str) -> RunConfig:
+    return load_config(None, TINY + list(overrides))

@@ -1,0 +1,102 @@
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from orchestrator.plots import (
+    ARC_CMAP,
+    ARC_NORM,
+    plot_attention,
+    plot_learning_curves,
+    plot_metric_vs_knobs,
+    plot_parallel_coordinates,
+    plot_predictions,
+    save_figure,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _saved_png(fig, path) -> bytes:
+    assert isinstance(fig, Figure)
+    written = save_figure(fig, path)
+    data = written.read_bytes()
+    assert len(data) > 1000 and data[:8] == PNG_SIGNATURE
+    assert plt.get_fignums() == []  # save_figure closed it
+    return data
+
+
+def test_palette_maps_each_colour_to_its_own_hex():
+    expected = ["#000000", "#0074d9", "#ff4136", "#2ecc40", "#ffdc00",
+                "#aaaaaa", "#f012be", "#ff851b", "#7fdbff", "#870c25"]  # fmt: skip
+    assert [to_hex(ARC_CMAP(ARC_NORM(c))) for c in range(10)] == expected
+    assert to_hex(ARC_CMAP(ARC_NORM(10))) == "#ffffff"  # PAD / OUTSIDE
+
+
+def test_learning_curves_one_panel_per_group(tmp_path):
+    history = {
+        "train/loss": [(0, 2.0), (1, 1.5), (2, 1.0)],
+        "eval/loss": [(0, 2.2), (2, 1.4)],
+        "eval/pass_at_2": [(0, 0.0), (2, 0.25)],
+        "lr": [(0, 1e-3), (1, 5e-4), (2, 1e-4)],
+    }
+    fig = plot_learning_curves(history, None, "run")
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "accuracy", "other"]
+    assert len(fig.axes[0].get_lines()) == 2
+    _saved_png(fig, tmp_path / "curves.png")
+    _saved_png(plot_learning_curves({}, None, "empty"), tmp_path / "empty.png")
+
+
+def test_predictions_with_different_shapes(tmp_path):
+    rng = np.random.default_rng(0)
+
+    def row(task_id, shapes, correct):
+        grids = [None if shape is None else rng.integers(0, 10, shape) for shape in shapes]
+        names = ("query_input", "target", "prediction")
+        return dict(zip(names, grids, strict=True), task_id=task_id, correct=correct)
+
+    rows = [
+        row("007bbfb7", [(3, 3), (9, 9), (9, 9)], False),
+        row("00d62c1b", [(5, 7), (5, 7), (2, 4)], True),
+        row("none", [(1, 1), (1, 1), None], False),
+    ]
+    fig = plot_predictions(rows)
+    assert len(fig.axes) == 9
+    assert fig.axes[3].get_title() == "00d62c1b input" and fig.axes[5].get_title().endswith("\u2713")
+    assert fig.axes[2].get_title().endswith("\u2717")
+    _saved_png(fig, tmp_path / "preds.png")
+
+
+def test_attention_one_panel_per_clue(tmp_path):
+    maps = np.random.default_rng(1).random((3, 6, 6))
+    centroids = np.array([[0.0, 0.0], [0.5, 0.5], [1.0, 1.0]])
+    fig = plot_attention(np.arange(36).reshape(6, 6) % 10, maps, centroids)
+    assert len(fig.axes) == 4
+    _saved_png(fig, tmp_path / "attention.png")
+
+
+@pytest.mark.parametrize("plot", [plot_parallel_coordinates, plot_metric_vs_knobs])
+def test_sweep_plots(plot, tmp_path):
+    rows = [
+        {
+            "training.learning_rate": lr,
+            "model.hidden_dim": hd,
+            "training.loss_mode": mode,
+            "eval/pass_at_2": score,
+        }
+        for lr, hd, mode, score in [
+            (1e-4, 64, "focal_weighted", 0.1),
+            (1e-3, 128, "weighted_stablemax", 0.3),
+            (1e-2, 128, "focal_weighted", None),
+        ]
+    ]
+    fig = plot(rows, ["training.learning_rate", "model.hidden_dim", "training.loss_mode"], "eval/pass_at_2")
+    _saved_png(fig, tmp_path / "sweep" / "plot.png")
+
+
+def test_save_figure_creates_folders(tmp_path):
+    fig, ax = plt.subplots()
+    ax.plot([1, 2])
+    path = save_figure(fig, tmp_path / "a" / "b" / "f.png")
+    assert path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE

@@ -16,6 +16,10 @@ Metric names are stable: they are the MLflow metric keys and the Tune metric nam
     grad_norm, lr, temperature, samples_per_s, epoch_time_s, epoch_aborted
     eval/*, heldout/*                        rlan.evaluation metrics on the two evaluation sets
     entropy_ratio                            eval/entropy / train/entropy (the seed's entropy gap)
+    score                                    the default sweep objective (maximise): held-out exact match
+                                             (eval exact match without a held-out set) + 0.001/(1 + train/loss),
+                                             so equal exact matches are ranked by the lower training loss; the
+                                             loss term is below 0.001, less than one solved task in 1000
 """
 
 from __future__ import annotations
@@ -149,3 +153,12 @@ def finish_epoch(reduced: dict[str, float]) -> dict[str, float]:
         if counter + "#total" in reduced:
             out[counter] = reduced[counter + "#total"]
     return out
+
+
+def selection_score(metrics: dict[str, float]) -> float | None:
+    """The sweep objective documented above; None before the first evaluation."""
+    exact = metrics.get("heldout/exact_match", metrics.get("eval/exact_match"))
+    if exact is None:
+        return None
+    loss = metrics.get("train/loss", math.inf)
+    return exact + (0.001 / (1.0 + loss) if math.isfinite(loss) and loss >= 0 else 0.0)

@@ -22,7 +22,15 @@ from torch import nn
 from rlan.checkpoint import CheckpointError, load_checkpoint, restore_rng, rng_state, save_checkpoint
 from rlan.config import RunConfig, config_from_dict
 from rlan.data import ArcTrainingDataset, make_train_loader, move_batch, set_loader_epoch, training_tasks
-from rlan.diagnostics import MetricAccumulator, ReduceFn, dist_is_on, dist_reduce, finish_epoch, no_reduce
+from rlan.diagnostics import (
+    MetricAccumulator,
+    ReduceFn,
+    dist_is_on,
+    dist_reduce,
+    finish_epoch,
+    no_reduce,
+    selection_score,
+)
 from rlan.evaluation_sets import EvaluationSets
 from rlan.losses import RLANLoss
 from rlan.model import RLAN
@@ -183,6 +191,9 @@ class Trainer:
             t = self.config.training
             if (epoch + 1) % self.config.evaluation.eval_every == 0 or epoch + 1 == t.max_epochs:
                 metrics.update(self.evaluation.run(self.core, stages_at(self.config, epoch), metrics))
+                score = selection_score(metrics)
+                if score is not None:
+                    metrics["score"] = score
             metrics["epoch"] = float(epoch + 1)
             self.epoch = epoch + 1
             self.history.append(metrics)

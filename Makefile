@@ -27,8 +27,9 @@ test-fast: $(STAMP)
 debug: $(STAMP)
 	$(BIN)/rlan debug -c configs/debug.yaml
 
+# A small real sweep: embedded local Ray, MLflow in ./mlruns.db, 4 trials of the debug config, 2 at a time.
 sweep: $(STAMP)
-	$(BIN)/rlan debug -c configs/debug.yaml
+	$(BIN)/rlan sweep -c configs/debug.yaml -s search_spaces/quick.yaml --trials 4 --concurrency 2
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlan orchestrator tests bench

@@ -32,35 +32,201 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(debug)
     debug.add_argument("--run-name", help="MLflow run name (default: logging.run_name or 'debug')")
     debug.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+
+    train = sub.add_parser("train", help="one Ray Train run (DDP workers), logged to MLflow")
+    _add_config_args(train)
+    _add_ray_args(train)
+    train.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
+    train.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL)")
+    train.add_argument("--name", help="Train run name (default: derived from the config, so a rerun resumes)")
+    train.add_argument(
+        "--max-failures", type=int, default=2, help="worker-group restarts from the checkpoint"
+    )
+    train.add_argument("--quiet", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="Ray Tune sweep: Optuna TPE + ASHA, one MLflow child run per trial")
+    _add_config_args(sweep)
+    _add_ray_args(sweep)
+    sweep.add_argument("-s", "--search-space", required=True, help="YAML search space (see search_spaces/)")
+    sweep.add_argument("--trials", type=int, default=8)
+    sweep.add_argument("--concurrency", type=int, default=2, help="trials running at once")
+    sweep.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    sweep.add_argument("--name", help="sweep name (default: <experiment>-<start time>)")
+    sweep.add_argument("--workers-per-trial", type=int, default=1)
+    sweep.add_argument("--cpus-per-worker", type=float, default=1.0)
+    sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="whole or fractional GPUs per trial")
+    sweep.add_argument(
+        "--metric", default="score", help="Tune metric (default: score, see rlan/diagnostics.py)"
+    )
+    sweep.add_argument("--mode", choices=["max", "min"], default="max")
+    sweep.add_argument("--seed", type=int, default=0, help="Optuna TPE seed")
+    sweep.add_argument("--log-checkpoints", action="store_true", help="log each trial's final checkpoint")
+    sweep.add_argument("--quiet", action="store_true")
+
+    resume = sub.add_parser("resume", help="finish an interrupted sweep")
+    resume.add_argument("sweep", metavar="NAME|PATH")
+    _add_ray_args(resume)
+
+    compare = sub.add_parser("compare", help="trials of a sweep from MLflow: table, best config, plots")
+    compare.add_argument("sweep", metavar="NAME")
+    compare.add_argument("--tracking-uri")
+    compare.add_argument("--experiment")
+    compare.add_argument("--metric")
+    compare.add_argument("--top", type=int, default=10)
+    compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    compare.add_argument("--out", help="folder for comparison.csv, best_config.yaml and PNG plots")
     return parser
+
+
+def _add_ray_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", help="Ray cluster address ('auto', host:port); default: a local Ray")
+    parser.add_argument(
+        "--storage",
+        help="run/checkpoint storage: a path or s3://, gs:// URI "
+        "(default: $RLAN_STORAGE or ./ray_results); shared storage on a multi-node cluster",
+    )
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
     from orchestrator.debug_run import run_debug
-    from orchestrator.tracking import check_reachable, resolve_tracking_uri
     from rlan.config import load_config
     from rlan.data import training_tasks
 
     config = load_config(args.config, args.overrides)
     training_tasks(config)  # bad data fails here, before a run is created
-    uri = resolve_tracking_uri(args.tracking_uri)
-    check_reachable(uri)
+    uri = _tracking(args)
     run_id, _ = run_debug(config, uri, args.experiment, args.run_name, echo=not args.quiet)
     print(f"MLflow run {run_id} in {uri}")
     print(f"Browse: mlflow ui --backend-store-uri {uri}")
     return EXIT_OK
 
 
-COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {"debug": cmd_debug}
+def _tracking(args: argparse.Namespace) -> str:
+    from orchestrator.tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_reachable(uri)
+    return uri
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from orchestrator.train_run import run_train
+    from rlan.config import load_config
+    from rlan.data import training_tasks
+
+    config = load_config(args.config, args.overrides)
+    training_tasks(config)
+    uri = _tracking(args)
+    run_id, _ = run_train(
+        config,
+        tracking_uri=uri,
+        experiment=args.experiment,
+        workers=args.workers,
+        use_gpu=args.gpu,
+        address=args.address,
+        storage=args.storage,
+        name=args.name,
+        max_failures=args.max_failures,
+        echo=not args.quiet,
+    )
+    print(f"MLflow run {run_id} in {uri}")
+    return EXIT_OK
+
+
+def _print_compare(uri: str, name: str, experiment: str | None) -> None:
+    from orchestrator.compare import compare_sweep, format_comparison
+
+    print(format_comparison(compare_sweep(uri, name, experiment), "table"))
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from orchestrator.cluster import resolve_storage, start_ray
+    from orchestrator.search_space import load_search_space
+    from orchestrator.sweep import SweepSettings, run_sweep, sweep_name
+    from rlan.config import load_config
+    from rlan.data import training_tasks
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact trial table with our columns
+    config = load_config(args.config, args.overrides)
+    space = load_search_space(args.search_space)
+    training_tasks(config)
+    uri = _tracking(args)
+    storage = resolve_storage(args.storage)
+    settings = SweepSettings(
+        name=sweep_name(config, args.name),
+        storage=storage,
+        tracking_uri=uri,
+        experiment=args.experiment or config.logging.experiment_name,
+        metric=args.metric,
+        mode=args.mode,
+        trials=args.trials,
+        concurrency=args.concurrency,
+        scheduler=args.scheduler,
+        workers_per_trial=args.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_trial=args.gpus_per_trial,
+        seed=args.seed,
+        search_space_file=str(args.search_space),
+        search_space_text=space.text,
+        log_checkpoints=args.log_checkpoints,
+        echo=not args.quiet,
+    )
+    start_ray(args.address)
+    print(
+        f"sweep {settings.name}: {settings.trials} trials, {settings.concurrency} at a time, "
+        f"storage {settings.sweep_dir}, MLflow {uri}",
+        flush=True,
+    )
+    summary = run_sweep(config, space, settings)
+    _print_compare(uri, settings.name, settings.experiment)
+    print(
+        f"{summary['trials']} trials, {summary['errors']} errors. Resume an interrupted sweep with: "
+        f"rlan resume {settings.name}"
+    )
+    print(f"Browse: mlflow ui --backend-store-uri {uri}")
+    return EXIT_OK if summary["errors"] < summary["trials"] else EXIT_FAILURE
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from orchestrator.cluster import resolve_storage, start_ray
+    from orchestrator.sweep import locate_sweep, resume_sweep
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    sweep_dir = locate_sweep(args.sweep, resolve_storage(args.storage))
+    start_ray(args.address)
+    settings, summary = resume_sweep(sweep_dir)
+    _print_compare(settings.tracking_uri, settings.name, settings.experiment)
+    print(f"{summary['trials']} trials, {summary['errors']} errors")
+    return EXIT_OK if summary["errors"] < summary["trials"] else EXIT_FAILURE
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from orchestrator.compare import compare_sweep, format_comparison
+    from orchestrator.tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    comparison = compare_sweep(uri, args.sweep, args.experiment, args.metric, args.top, args.out)
+    print(format_comparison(comparison, args.format))
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "debug": cmd_debug,
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "resume": cmd_resume,
+    "compare": cmd_compare,
+}
 
 
 def _bad_input_errors() -> tuple[type[BaseException], ...]:
+    from orchestrator.cluster import ClusterError
     from orchestrator.tracking import TrackingError
     from rlan.checkpoint import CheckpointError
     from rlan.config import ConfigError
     from rlan.data import DataError
 
-    return ConfigError, DataError, TrackingError, CheckpointError
+    return ConfigError, DataError, TrackingError, CheckpointError, ClusterError
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,309 @@
+"""`rlan compare`: a sweep read back from MLflow alone, ranked, with its best config and what mattered.
+
+The layout read here (the sweep writes it):
+  parent run  tags rlan.sweep=NAME, rlan.role=sweep, rlan.metric, rlan.mode (max|min), rlan.search_space
+              (the YAML text), rlan.search_space_file; params = the base config, flattened
+  child runs  tags mlflow.parentRunId, rlan.sweep=NAME, rlan.role=trial, rlan.trial_id, rlan.stop_reason;
+              params = the trial's flattened config; metrics per epoch with step = epoch (1-based)
+A trial's score is the LAST value of the metric (an ASHA-stopped trial's early value, as Optuna saw it).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Run, ViewType
+
+from orchestrator.compare_report import (
+    best_config_yaml,
+    inferred_distributions,
+    parameter_importance,
+    parse_param,
+    write_report,
+)
+from orchestrator.search_space import SearchSpaceError, parse_search_space
+from orchestrator.tracking import PARENT_TAG, sanitize_key
+from rlan.config import ConfigError
+
+DEFAULT_METRIC, DEFAULT_MODE = "heldout/exact_match", "max"
+DIAGNOSTICS = ("train/loss", "nan_batches", "clues/std", "meta/share", "eval/exact_match")
+FORMATS = ("table", "csv", "json")
+
+
+class CompareError(ConfigError):
+    """A compare problem in one line (the CLI exits 2 on it)."""
+
+
+@dataclass
+class Trial:
+    run_id: str
+    trial_id: str
+    status: str  # the MLflow run status: FINISHED, KILLED (stopped early), FAILED, RUNNING
+    stop_reason: str  # completed, asha, unhealthy, error ('' when the tag is missing)
+    value: float | None  # last value of the metric; None when never logged (or not finite)
+    epochs: int | None
+    knobs: dict[str, Any]
+    diagnostics: dict[str, float]
+    params: dict[str, str]
+
+
+@dataclass
+class SweepComparison:
+    sweep: str
+    tracking_uri: str
+    parent_run_id: str
+    metric: str
+    mode: str
+    knobs: list[str]
+    trials: list[Trial]  # best first; trials without the metric last
+    best_config_yaml: str | None
+    importance: dict[str, float] | None
+    importance_note: str  # how importance was computed, or why it is unavailable
+    files: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def best(self) -> Trial | None:
+        return self.trials[0] if self.trials and self.trials[0].value is not None else None
+
+    def diagnostic_keys(self) -> list[str]:
+        return [k for k in DIAGNOSTICS if k != self.metric and any(k in t.diagnostics for t in self.trials)]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One flat record per trial, in rank order (the CSV rows)."""
+        return [
+            {
+                "rank": rank,
+                "trial_id": t.trial_id,
+                "run_id": t.run_id,
+                "status": t.status,
+                "stop_reason": t.stop_reason,
+                self.metric: t.value,
+                "epochs": t.epochs,
+                **{k: t.knobs.get(k) for k in self.knobs},
+                **{k: t.diagnostics.get(k) for k in self.diagnostic_keys()},
+            }
+            for rank, t in enumerate(self.trials, start=1)
+        ]
+
+
+# ------------------------------------------------------------------------------------------ reading
+def compare_sweep(
+    tracking_uri: str,
+    name: str,
+    experiment: str | None = None,
+    metric: str | None = None,
+    top: int = 10,
+    out: str | None = None,
+    mode: str | None = None,
+) -> SweepComparison:
+    """Rank the trials of sweep `name`; with `out`, write the tables and plots there and log them to the
+    parent run under compare/. `mode` defaults to the sweep's for its own metric, else min for a loss."""
+    if top < 1:
+        raise CompareError(f"--top {top}: expected a positive number of trials")
+    client = MlflowClient(tracking_uri=tracking_uri)
+    ids = _experiment_ids(client, tracking_uri, experiment)
+    where = tracking_uri + (f" (experiment '{experiment}')" if experiment else "")
+    filter_string = f"tags.`rlan.sweep` = {_quoted(name)} and tags.`rlan.role` = 'sweep'"
+    parents = _search(client, ids, filter_string, ["attributes.start_time DESC"])
+    if not parents:
+        raise CompareError(f"no sweep named '{name}' in {where}")
+    parent, tags, notes = parents[0], parents[0].data.tags, []
+    if len(parents) > 1:
+        notes.append(f"{len(parents)} sweeps are named '{name}'; this is the latest ({parent.info.run_id})")
+    swept_metric = sanitize_key(tags.get("rlan.metric") or DEFAULT_METRIC)
+    metric = sanitize_key(metric) if metric else swept_metric
+    if mode is None:
+        mode = tags.get("rlan.mode", DEFAULT_MODE) if metric == swept_metric else _guess_mode(metric)
+    if mode not in ("max", "min"):
+        raise CompareError(f"mode '{mode}' of sweep '{name}': expected max or min")
+
+    space = None
+    if tags.get("rlan.search_space"):
+        try:
+            space = parse_search_space(tags["rlan.search_space"], f"sweep '{name}' search space")
+        except SearchSpaceError as exc:  # a past sweep under an older schema: still worth comparing
+            notes.append(f"search space not usable ({exc}); knobs are the params that vary")
+    trial_filter = f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and tags.`rlan.role` = 'trial'"
+    children = _search(client, ids, trial_filter)
+    params = [run.data.params for run in children]
+    knobs = list(space.knobs) if space else _varying(params)
+    trials = [_trial(run, knobs, metric) for run in children]
+    trials.sort(key=lambda t: _rank_key(t, mode))
+
+    comparison = SweepComparison(
+        name, tracking_uri, parent.info.run_id, metric, mode, knobs, trials, None, None, "", notes=notes
+    )
+    if comparison.best is not None:
+        try:
+            comparison.best_config_yaml = best_config_yaml(comparison.best, name, metric, mode)
+        except ConfigError as exc:
+            notes.append(f"best config not rebuilt: {exc}")
+    distributions = space.to_optuna() if space else inferred_distributions(trials, knobs)
+    comparison.importance, comparison.importance_note = parameter_importance(trials, distributions, mode)
+    if out is not None:
+        write_report(comparison, client, Path(out), top, format_comparison(comparison, "csv"))
+    return comparison
+
+
+def _experiment_ids(client: MlflowClient, uri: str, experiment: str | None) -> list[str]:
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise CompareError(f"no experiment named '{experiment}' in {uri}")
+        return [found.experiment_id]
+    ids, token = [], None
+    while True:
+        page = client.search_experiments(view_type=ViewType.ACTIVE_ONLY, page_token=token)
+        ids += [e.experiment_id for e in page]
+        token = page.token
+        if not token:
+            return ids
+
+
+def _search(
+    client: MlflowClient, ids: list[str], filter_string: str, order_by: list[str] | None = None
+) -> list[Run]:
+    runs: list[Run] = []
+    token = None
+    while ids:
+        page = client.search_runs(ids, filter_string, max_results=1000, order_by=order_by, page_token=token)
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
+def _quoted(value: str) -> str:
+    for quote in ("'", '"'):
+        if quote not in value:
+            return f"{quote}{value}{quote}"
+    raise CompareError(f"sweep name {value!r}: cannot hold both ' and \"")
+
+
+def _guess_mode(metric: str) -> str:
+    return "min" if any(word in metric.lower() for word in ("loss", "nan", "error")) else "max"
+
+
+def _varying(params: list[dict[str, str]]) -> list[str]:
+    keys = sorted({k for p in params for k in p})
+    return [k for k in keys if len({p.get(k) for p in params}) > 1]
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _trial(run: Run, knobs: list[str], metric: str) -> Trial:
+    metrics, tags = run.data.metrics, run.data.tags
+    epoch = _finite(metrics.get("epoch"))
+    return Trial(
+        run_id=run.info.run_id,
+        trial_id=tags.get("rlan.trial_id") or run.info.run_name or run.info.run_id,
+        status=run.info.status,
+        stop_reason=tags.get("rlan.stop_reason", ""),
+        value=_finite(metrics.get(metric)),
+        epochs=int(epoch) if epoch is not None else None,
+        knobs={k: parse_param(run.data.params.get(k)) for k in knobs},
+        diagnostics={k: metrics[k] for k in DIAGNOSTICS if k in metrics},
+        params=dict(run.data.params),
+    )
+
+
+def _rank_key(trial: Trial, mode: str) -> tuple:
+    # Best metric first; a tie goes to the lower train/loss; trials without the metric go last.
+    value = trial.value if trial.value is not None else 0.0
+    loss = _finite(trial.diagnostics.get("train/loss"))
+    return (trial.value is None, -value if mode == "max" else value, math.inf if loss is None else loss)
+
+
+# ------------------------------------------------------------------------------------------ formats
+def format_comparison(comparison: SweepComparison, fmt: str = "table") -> str:
+    """table (aligned, a header line, one row per trial, then a summary), csv or json."""
+    if fmt == "csv":
+        buffer = io.StringIO()
+        rows = comparison.rows()
+        fields = list(rows[0]) if rows else ["rank", "trial_id", "run_id", "status", "stop_reason"]
+        writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+        return buffer.getvalue()
+    if fmt == "json":
+        return json.dumps(_as_json(comparison), indent=2, default=str)  # YAML dates in params
+    if fmt == "table":
+        return _table(comparison)
+    raise CompareError(f"format '{fmt}': expected one of {', '.join(FORMATS)}")
+
+
+def _as_json(c: SweepComparison) -> dict[str, Any]:
+    trials = [
+        {
+            "rank": rank,
+            "trial_id": t.trial_id,
+            "run_id": t.run_id,
+            "status": t.status,
+            "stop_reason": t.stop_reason,
+            "value": t.value,
+            "epochs": t.epochs,
+            "knobs": t.knobs,
+            "diagnostics": {k: _finite(v) for k, v in t.diagnostics.items()},  # JSON has no NaN
+        }
+        for rank, t in enumerate(c.trials, start=1)
+    ]
+    return {
+        "sweep": c.sweep,
+        "tracking_uri": c.tracking_uri,
+        "parent_run_id": c.parent_run_id,
+        "metric": c.metric,
+        "mode": c.mode,
+        "knobs": c.knobs,
+        "trials": trials,
+        "best_trial": c.best.trial_id if c.best else None,
+        "best_config": c.best_config_yaml,
+        "importance": c.importance,
+        "importance_note": c.importance_note,
+        "files": c.files,
+        "notes": c.notes,
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value).replace(" ", "")  # one token per cell, so the table splits on whitespace
+
+
+def _table(c: SweepComparison) -> str:
+    leaves = [k.rsplit(".", 1)[-1] for k in c.knobs]
+    labels = [leaf if leaves.count(leaf) == 1 else key for leaf, key in zip(leaves, c.knobs)]
+    header = ["rank", "trial", "status", c.metric, "epochs", *labels, *c.diagnostic_keys()]
+    lines = [header]
+    for row in c.rows():
+        status = f"{row['status']}/{row['stop_reason'] or '-'}"
+        cells = [row["rank"], row["trial_id"], status, row[c.metric], row["epochs"]]
+        lines.append([_cell(v) for v in cells + [row[k] for k in c.knobs + c.diagnostic_keys()]])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths)).rstrip() for line in lines]
+    best = c.best.trial_id if c.best else "none (no trial has the metric)"
+    text += ["", f"sweep '{c.sweep}' (parent run {c.parent_run_id}): {len(c.trials)} trials by {c.metric}"]
+    text[-1] += f" ({c.mode}); best: {best}"
+    if c.importance is not None:
+        ranked = ", ".join(f"{k} {v:.2f}" for k, v in c.importance.items())
+        text.append(f"importance ({c.importance_note}): {ranked}")
+    else:
+        text.append(f"importance {c.importance_note}")
+    text += [f"note: {note}" for note in c.notes]
+    text += [f"wrote {path}" for path in c.files]
+    if c.best_config_yaml:
+        text += ["best config (YAML for -c):", c.best_config_yaml.rstrip()]
+    return "\n".join(text)

@@ -1,0 +1,274 @@
+"""Ray Tune sweeps: Optuna TPE proposes knob values, ASHA stops weak trials, each trial is a Ray Train run.
+
+Under Ray Train V2 a trial is a small function trainable (the *trial driver*) that launches a TorchTrainer
+whose TuneReportCallback forwards the workers' per-epoch reports to Tune. The driver holds a token CPU
+only; the Train workers hold the real resources. Trial Train runs are named after the trial id, so a
+restarted or resumed trial continues from its own Train snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
+from ray.tune.stopper import Stopper
+
+from orchestrator.search_space import SearchSpace
+from orchestrator.sweep_tracking import MlflowSweepCallback, is_unhealthy
+from orchestrator.tracking import RunLogger, run_tags
+from orchestrator.train_run import build_torch_trainer
+from rlan.config import ConfigError, RunConfig, apply_flat
+
+SWEEP_FILE = "rlan_sweep.json"
+DRIVER_CPU = 0.01  # the trial driver only waits on its Train run
+
+
+class SweepError(ConfigError):
+    """A sweep that cannot start or resume (exists already, unknown name), phrased as one line."""
+
+
+@dataclass
+class SweepSettings:
+    name: str
+    storage: str
+    tracking_uri: str
+    experiment: str
+    metric: str = "score"
+    mode: str = "max"
+    trials: int = 8
+    concurrency: int = 2
+    scheduler: str = "asha"
+    workers_per_trial: int = 1
+    cpus_per_worker: float = 1.0
+    gpus_per_trial: float = 0.0
+    seed: int = 0
+    search_space_file: str = ""
+    search_space_text: str = ""
+    log_checkpoints: bool = False
+    max_failures: int = 1
+    parent_run_id: str = ""
+    echo: bool = True
+    knobs: list[str] = field(default_factory=list)
+
+    @property
+    def sweep_dir(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
+
+
+class HealthStopper(Stopper):
+    """Stops a trial whose NaN batches reach training.nan_batches_abort or whose loss is non-finite."""
+
+    def __init__(self, nan_batches_abort: int):
+        self.nan_batches_abort = nan_batches_abort
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return is_unhealthy(result, self.nan_batches_abort)
+
+    def stop_all(self) -> bool:
+        return False
+
+
+def trial_driver(knobs: dict, base_config: dict, settings: dict) -> None:
+    """One trial: the base config with the sampled knobs, trained by a Ray Train run that reports to Tune."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    config = apply_flat(RunConfig.model_validate(base_config), knobs, "trial config")
+    trial_id = tune.get_context().get_trial_id()
+    gpus = settings["gpus_per_trial"] / settings["workers_per_trial"]
+    trainer = build_torch_trainer(
+        config,
+        name=f"trial-{trial_id}",
+        storage=f"{settings['storage'].rstrip('/')}/{settings['name']}/train",
+        workers=settings["workers_per_trial"],
+        use_gpu=gpus > 0,
+        cpus_per_worker=settings["cpus_per_worker"],
+        gpus_per_worker=gpus or None,
+        max_failures=settings["max_failures"],
+        callbacks=[TuneReportCallback()],
+    )
+    trainer.fit()
+
+
+def make_trainable(base: RunConfig, settings: SweepSettings):
+    trainable = tune.with_parameters(trial_driver, base_config=base.to_dict(), settings=asdict(settings))
+    return tune.with_resources(trainable, {"CPU": DRIVER_CPU})
+
+
+def make_searcher(space: SearchSpace, base: RunConfig, settings: SweepSettings) -> OptunaSearch:
+    # metric and mode go to OptunaSearch itself: with an explicit space Tune never passes them on.
+    return OptunaSearch(
+        space=space.to_optuna(),
+        metric=settings.metric,
+        mode=settings.mode,
+        points_to_evaluate=[space.base_point(base)],  # every sweep contains its baseline
+        sampler=optuna.samplers.TPESampler(seed=settings.seed),
+    )
+
+
+def make_scheduler(base: RunConfig, settings: SweepSettings):
+    if settings.scheduler == "fifo":
+        return FIFOScheduler()
+    # The epoch counter (not training_iteration) is ASHA's clock: it survives a resume unchanged.
+    return ASHAScheduler(
+        time_attr="epoch", max_t=base.training.max_epochs, grace_period=1, reduction_factor=2
+    )
+
+
+def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
+    callback = MlflowSweepCallback(
+        settings.tracking_uri,
+        settings.experiment,
+        settings.name,
+        settings.parent_run_id,
+        base.to_dict(),
+        base.training.max_epochs,
+        settings.metric,
+        base.training.nan_batches_abort,
+        settings.log_checkpoints,
+        settings.echo,
+    )
+    reporter = tune.CLIReporter(
+        metric_columns={"epoch": "epoch", settings.metric: settings.metric, "train/loss": "loss"},
+        parameter_columns=settings.knobs,
+        max_report_frequency=30,
+    )
+    return tune.RunConfig(
+        name=settings.name,
+        storage_path=settings.storage,
+        callbacks=[callback],
+        stop=HealthStopper(base.training.nan_batches_abort),
+        failure_config=tune.FailureConfig(max_failures=settings.max_failures),
+        progress_reporter=reporter,
+        verbose=1 if settings.echo else 0,
+    )
+
+
+def _write_sweep_file(settings: SweepSettings, base: RunConfig) -> None:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(
+        settings.sweep_dir if "://" in settings.sweep_dir else str(Path(settings.sweep_dir).resolve())
+    )
+    fs.create_dir(path, recursive=True)
+    with fs.open_output_stream(f"{path}/{SWEEP_FILE}") as out:
+        out.write(
+            json.dumps({"settings": asdict(settings), "base_config": base.to_dict()}, indent=1).encode()
+        )
+
+
+def read_sweep_file(sweep_dir: str) -> tuple[SweepSettings, RunConfig]:
+    import pyarrow.fs
+
+    fs, path = pyarrow.fs.FileSystem.from_uri(
+        sweep_dir if "://" in sweep_dir else str(Path(sweep_dir).resolve())
+    )
+    try:
+        with fs.open_input_stream(f"{path}/{SWEEP_FILE}") as stream:
+            saved = json.loads(stream.read())
+    except (FileNotFoundError, OSError):
+        raise SweepError(f"{sweep_dir}: not an rlan sweep (no {SWEEP_FILE})") from None
+    return SweepSettings(**saved["settings"]), RunConfig.model_validate(saved["base_config"])
+
+
+def start_parent_run(base: RunConfig, space: SearchSpace, settings: SweepSettings) -> str:
+    tags = run_tags(
+        base,
+        {
+            "rlan.command": "sweep",
+            "rlan.sweep": settings.name,
+            "rlan.role": "sweep",
+            "rlan.metric": settings.metric,
+            "rlan.mode": settings.mode,
+            "rlan.search_space_file": settings.search_space_file,
+            "rlan.search_space": settings.search_space_text,
+            "rlan.storage": settings.sweep_dir,
+        },
+    )
+    parent = RunLogger(settings.tracking_uri, settings.experiment, run_name=settings.name, tags=tags)
+    parent.log_params(base.to_flat_dict())
+    parent.log_text(settings.search_space_text, "search_space.yaml")
+    parent.log_text(base.to_yaml(), "config/base_config.yaml")
+    return parent.run_id
+
+
+def _finish(results, settings: SweepSettings) -> dict[str, Any]:
+    """Close the parent run; a summary with the ResultGrid under 'results'."""
+    parent = RunLogger(settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id)
+    errors = len(results.errors)
+    finished = len(results) - errors
+    parent.set_tags({"rlan.trials": str(len(results)), "rlan.trial_errors": str(errors)})
+    summary: dict[str, Any] = {"trials": len(results), "errors": errors, "results": results}
+    try:
+        best = results.get_best_result(settings.metric, settings.mode)
+        value = best.metrics.get(settings.metric)
+        if isinstance(value, (int, float)) and math.isfinite(value):
+            parent.log_metrics({f"best/{settings.metric}": value}, step=0)
+            summary["best"] = {"metric": value, "knobs": best.config}
+    except RuntimeError:
+        pass  # no trial reported the metric
+    parent.end("FINISHED" if finished else "FAILED")
+    return summary
+
+
+def run_sweep(base: RunConfig, space: SearchSpace, settings: SweepSettings) -> dict[str, Any]:
+    """A new sweep. The caller has started Ray and resolved storage and tracking."""
+    if tune.Tuner.can_restore(settings.sweep_dir):
+        raise SweepError(
+            f"sweep '{settings.name}' already exists in {settings.storage}: "
+            f"`rlan resume {settings.name}` continues it, or pick another --name"
+        )
+    settings.knobs = sorted(space.knobs)
+    settings.parent_run_id = start_parent_run(base, space, settings)
+    _write_sweep_file(settings, base)
+    tuner = tune.Tuner(
+        make_trainable(base, settings),
+        tune_config=tune.TuneConfig(
+            metric=settings.metric,
+            mode=settings.mode,
+            num_samples=settings.trials,
+            max_concurrent_trials=settings.concurrency,
+            search_alg=make_searcher(space, base, settings),
+            scheduler=make_scheduler(base, settings),
+        ),
+        run_config=make_run_config(base, settings),
+    )
+    return _finish(tuner.fit(), settings)
+
+
+def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
+    """Finish an interrupted sweep: unfinished and errored trials continue, nothing is run twice."""
+    settings, base = read_sweep_file(sweep_dir)
+    if not tune.Tuner.can_restore(sweep_dir):
+        raise SweepError(f"{sweep_dir}: the sweep has no saved Tune state to resume")
+    RunLogger(
+        settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id
+    )  # parent RUNNING again
+    tuner = tune.Tuner.restore(
+        sweep_dir, make_trainable(base, settings), resume_unfinished=True, resume_errored=True
+    )
+    return settings, _finish(tuner.fit(), settings)
+
+
+def locate_sweep(name_or_path: str, storage: str) -> str:
+    """A sweep folder from a path, or from a name under the storage root."""
+    for candidate in (name_or_path, f"{storage.rstrip('/')}/{name_or_path}"):
+        if "://" in candidate or Path(candidate).is_dir():
+            if tune.Tuner.can_restore(candidate):
+                return candidate
+    raise SweepError(f"no sweep '{name_or_path}' found (looked for it as a path and under {storage})")
+
+
+def sweep_name(config: RunConfig, given: str | None) -> str:
+    """--name, else the experiment name and the start time (printed, for `rlan resume`)."""
+    if given:
+        return given
+    from datetime import datetime
+
+    return f"{config.logging.experiment_name}-{datetime.now():%Y%m%d-%H%M%S}"

@@ -1,0 +1,180 @@
+"""MLflow for sweeps: one parent run per sweep, one child run per trial, written by the Tune driver only.
+
+Why not Ray's MLflowLoggerCallback: it makes one MLflow call per metric per result, has no parent run, and
+starts a new run when a trial resumes. This callback logs each result with one batched call, nests trials
+under the sweep's parent run, and re-attaches a resumed trial to its existing child run (found by tag), so
+an interrupted and resumed sweep still has exactly one child run per trial and no duplicate epoch steps.
+The callback is pickled into the Tuner state; it holds names only and opens MLflow lazily.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+from ray.tune import Callback
+
+from orchestrator import plots
+from orchestrator.tracking import RunLogger
+from rlan.config import RunConfig, apply_flat
+
+# Keys Tune adds to every result; they are bookkeeping, not diagnostics.
+TUNE_KEYS = {
+    "training_iteration",
+    "time_this_iter_s",
+    "time_total_s",
+    "timestamp",
+    "pid",
+    "hostname",
+    "node_ip",
+    "done",
+    "trial_id",
+    "date",
+    "iterations_since_restore",
+    "time_since_restore",
+    "checkpoint_dir_name",
+    "should_checkpoint",
+    "checkpoint_path",
+    "experiment_tag",
+}
+
+
+def is_unhealthy(result: dict, nan_batches_abort: int) -> bool:
+    """The health stopper's rule: too many NaN batches, or a non-finite loss."""
+    loss = result.get("train/loss")
+    too_many = result.get("nan_batches", 0) >= nan_batches_abort or result.get("epoch_aborted", 0) > 0
+    return bool(too_many or (loss is not None and not math.isfinite(loss)))
+
+
+def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
+    """The run id carrying every one of `tags`, via MLflow's search API."""
+    query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
+    runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    return runs[0].info.run_id if runs else None
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(
+        self,
+        tracking_uri: str,
+        experiment_name: str,
+        sweep_name: str,
+        parent_run_id: str,
+        base_config: dict[str, Any],
+        max_epochs: int,
+        metric: str,
+        nan_batches_abort: int,
+        log_checkpoints: bool = False,
+        echo: bool = True,
+    ):
+        self.tracking_uri = tracking_uri
+        self.experiment_name = experiment_name
+        self.sweep_name = sweep_name
+        self.parent_run_id = parent_run_id
+        self.base_config = base_config
+        self.max_epochs = max_epochs
+        self.metric = metric
+        self.nan_batches_abort = nan_batches_abort
+        self.log_checkpoints = log_checkpoints
+        self.echo = echo
+        self._loggers: dict[str, RunLogger] = {}
+        self._last_step: dict[str, int] = {}
+        self._last_result: dict[str, dict] = {}
+
+    def __getstate__(self) -> dict:
+        state = self.__dict__.copy()
+        state["_loggers"] = {}  # live MLflow handles are re-opened after a restore
+        return state
+
+    # -------------------------------------------------------------------------------- trial runs
+    def _trial_config(self, trial) -> RunConfig:
+        return apply_flat(RunConfig.model_validate(self.base_config), trial.config, "trial config")
+
+    def _logger(self, trial) -> RunLogger:
+        logger = self._loggers.get(trial.trial_id)
+        if logger is not None:
+            return logger
+        tags = {"rlan.sweep": self.sweep_name, "rlan.role": "trial", "rlan.trial_id": trial.trial_id}
+        client = MlflowClient(self.tracking_uri)
+        experiment_id = client.get_run(self.parent_run_id).info.experiment_id
+        existing = find_run(client, experiment_id, tags)
+        logger = RunLogger(
+            self.tracking_uri,
+            self.experiment_name,
+            run_name=f"{self.sweep_name}-{trial.trial_id}",
+            tags=tags,
+            parent_run_id=self.parent_run_id,
+            run_id=existing,
+        )
+        if existing is None:
+            logger.log_params(self._trial_config(trial).to_flat_dict())
+        last = logger.last_logged_step("epoch")
+        self._last_step[trial.trial_id] = max(self._last_step.get(trial.trial_id, 0), last or 0)
+        self._loggers[trial.trial_id] = logger
+        return logger
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._logger(trial)
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self._last_result[trial.trial_id] = result
+        epoch = int(result.get("epoch", 0))
+        if epoch <= self._last_step.get(trial.trial_id, 0):
+            return  # an epoch re-reported after a restart: already in MLflow
+        metrics = {
+            k: v
+            for k, v in result.items()
+            if k not in TUNE_KEYS and not k.startswith("config") and isinstance(v, (int, float))
+        }
+        self._logger(trial).log_metrics(metrics, step=epoch)
+        self._last_step[trial.trial_id] = epoch
+
+    def _stop_reason(self, trial) -> str:
+        result = self._last_result.get(trial.trial_id, {})
+        if is_unhealthy(result, self.nan_batches_abort):
+            return "unhealthy"
+        return "completed" if int(result.get("epoch", 0)) >= self.max_epochs else "asha"
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        reason = self._stop_reason(trial)
+        logger = self._logger(trial)
+        logger.set_tags({"rlan.stop_reason": reason})
+        self._finish_artifacts(trial, logger)
+        logger.end("FINISHED" if reason == "completed" else "KILLED")
+        self._loggers.pop(trial.trial_id, None)
+        if self.echo:
+            print(self.trial_line(trial, reason), flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        logger = self._logger(trial)
+        error = getattr(trial, "error_message", None) or "trial failed (see the Ray trial log)"
+        logger.set_tags(
+            {"rlan.stop_reason": "error", "rlan.error": str(error).strip().splitlines()[-1][:500]}
+        )
+        logger.end("FAILED")
+        self._loggers.pop(trial.trial_id, None)
+        if self.echo:
+            print(self.trial_line(trial, "error"), flush=True)
+
+    def _finish_artifacts(self, trial, logger: RunLogger) -> None:
+        logger.log_text(self._trial_config(trial).to_yaml(), "config/resolved_config.yaml")
+        keys = ["train/loss", "train/task_loss", self.metric, "eval/exact_match", "heldout/exact_match"]
+        history = {k: logger.metric_history(k) for k in dict.fromkeys(keys)}
+        history = {k: v for k, v in history.items() if v}
+        if history:
+            figure = plots.plot_learning_curves(history, None, f"trial {trial.trial_id}")
+            logger.log_figure(figure, "plots/learning_curves.png")
+        checkpoint = self._last_result.get(trial.trial_id, {}).get("checkpoint_path")
+        if self.log_checkpoints and checkpoint:
+            logger.log_artifact(f"{checkpoint}/checkpoint.pt", "checkpoint")
+
+    def trial_line(self, trial, reason: str) -> str:
+        result = self._last_result.get(trial.trial_id, {})
+        value = result.get(self.metric)
+        shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
+        knobs = ", ".join(
+            f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items()
+        )
+        epoch = int(result.get("epoch", 0))
+        return f"trial {trial.trial_id} {reason} at epoch {epoch}/{self.max_epochs}: {self.metric} {shown} | {knobs}"

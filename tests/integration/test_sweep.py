@@ -1,0 +1,185 @@
+"""Real sweeps: local Ray, Ray Train trials under Tune with Optuna and ASHA, MLflow parent and child runs."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.search_space import load_search_space
+from orchestrator.sweep import SweepSettings, run_sweep
+from tests.conftest import tiny
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _children(uri, name):
+    client = MlflowClient(uri)
+    query = f"tags.`rlan.sweep` = '{name}'"
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], filter_string=query, max_results=1000
+    )
+    parents = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("rlan.role") == "trial"]
+    return client, parents, children
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return load_search_space(path)
+
+
+def _settings(tmp_path, name, space, **kw):
+    return SweepSettings(
+        name=name,
+        storage=str(tmp_path / "ray_results"),
+        tracking_uri=f"sqlite:///{tmp_path}/runs.db",
+        experiment="sweep-tests",
+        search_space_file=space.path,
+        search_space_text=space.text,
+        echo=False,
+        **kw,
+    )
+
+
+def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
+    space = _write(
+        tmp_path,
+        "training.clue_target_variance: {type: uniform, low: 0.1, high: 1.5}\n"
+        "training.learning_rate: {type: loguniform, low: 0.0005, high: 0.005}\n",
+    )
+    settings = _settings(tmp_path, "agree", space, trials=3, concurrency=2, scheduler="fifo")
+    summary = run_sweep(tiny(), space, settings)
+    assert summary["trials"] == 3 and summary["errors"] == 0
+    client, parents, children = _children(settings.tracking_uri, "agree")
+    assert len(parents) == 1 and len(children) == 3
+    assert parents[0].info.status == "FINISHED"
+    by_trial = {r.data.tags["rlan.trial_id"]: r for r in children}
+    baseline_seen = False
+    for result in summary["results"]:
+        run = by_trial[result.metrics["trial_id"]]
+        assert run.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.info.status == "FINISHED" and run.data.tags["rlan.stop_reason"] == "completed"
+        knobs = {k: float(run.data.params[k]) for k in space.knobs}
+        assert space.contains(knobs) and knobs == pytest.approx(result.config)
+        baseline_seen |= knobs == pytest.approx(
+            {"training.clue_target_variance": 0.5, "training.learning_rate": 0.0005}
+        )
+        scores = client.get_metric_history(run.info.run_id, "score")
+        assert [m.step for m in scores] == [1, 2]
+        assert scores[-1].value == pytest.approx(result.metrics["score"])
+        tune_rows = result.metrics_dataframe
+        assert list(tune_rows["epoch"]) == [1.0, 2.0]
+        for key in ("train/loss", "heldout/exact_match", "clues/std", "meta/share", "nan_batches"):
+            history = [m.value for m in client.get_metric_history(run.info.run_id, key)]
+            assert history == pytest.approx(list(tune_rows[key])), key
+        artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+        assert "plots/learning_curves.png" in artifacts
+    assert baseline_seen  # the base config (lr 5e-4 is its value clipped into the space) is a trial
+
+
+def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):
+    # Trial 1 is the baseline (lr 0.003); TPE (seed 0) then proposes lr 1e-9, which cannot learn: at
+    # the first rung its score is below the baseline's, so ASHA (reduction factor 2) stops it there.
+    space = _write(tmp_path, "training.learning_rate: {type: choice, values: [0.003, 1.0e-9]}\n")
+    settings = _settings(tmp_path, "asha", space, trials=2, concurrency=1, scheduler="asha", seed=0)
+    summary = run_sweep(tiny("training.max_epochs=3", "training.learning_rate=0.003"), space, settings)
+    _, _, children = _children(settings.tracking_uri, "asha")
+    reasons = {
+        float(r.data.params["training.learning_rate"]): r.data.tags["rlan.stop_reason"] for r in children
+    }
+    assert reasons == {0.003: "completed", 1e-9: "asha"}
+    epochs = {float(r.data.params["training.learning_rate"]): r.data.metrics["epoch"] for r in children}
+    assert epochs == {0.003: 3.0, 1e-9: 1.0}
+    assert summary["errors"] == 0
+
+
+def _rlan(*args, cwd, **kw):
+    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", RAY_USAGE_STATS_ENABLED="0")
+    return subprocess.Popen(
+        [sys.executable, "-m", "orchestrator.cli", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,
+    )
+
+
+def test_a_killed_driver_resumes_with_no_duplicate_runs_or_steps(tmp_path):
+    uri = f"sqlite:///{tmp_path}/runs.db"
+    overrides = [
+        "model.hidden_dim=16",
+        "model.max_clues=2",
+        "model.num_solver_steps=2",
+        "data.max_tasks=4",
+        "data.samples_per_task=2",
+        "evaluation.max_tasks=3",
+        "evaluation.heldout_max_tasks=3",
+        "training.max_epochs=3",
+        "logging.experiment_name=resume-test",
+    ]
+    sweep = _rlan(
+        "sweep",
+        "-c",
+        str(ROOT / "configs/debug.yaml"),
+        "-s",
+        str(ROOT / "search_spaces/quick.yaml"),
+        *overrides,
+        "--trials",
+        "3",
+        "--concurrency",
+        "1",
+        "--scheduler",
+        "fifo",
+        "--name",
+        "kill-me",
+        "--tracking-uri",
+        uri,
+        "--quiet",
+        cwd=tmp_path,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    try:
+        # Wait (on the file system, not MLflow: a second process touching a fresh SQLite store races its
+        # schema migration) until trial 1 has checkpoints and trial 2 has started, then kill everything.
+        train_runs = tmp_path / "ray_results/kill-me/train"
+        while time.monotonic() < deadline:
+            runs = list(train_runs.glob("trial-*")) if train_runs.exists() else []
+            if len(runs) >= 2 and any(list(r.glob("checkpoint_*")) for r in runs):
+                break
+            assert sweep.poll() is None, sweep.stdout.read()
+            time.sleep(0.5)
+        else:
+            pytest.fail("the sweep never reached its second trial")
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)
+        sweep.wait()
+    assert sweep.returncode == -signal.SIGKILL
+
+    resumed = _rlan("resume", "kill-me", cwd=tmp_path)
+    output, _ = resumed.communicate(timeout=600)
+    assert resumed.returncode == 0, output[-3000:]
+    client, parents, children = _children(uri, "kill-me")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert sorted(r.data.tags["rlan.trial_id"] for r in children) == sorted(
+        {r.data.tags["rlan.trial_id"] for r in children}
+    )
+    assert len(children) == 3
+    for run in children:
+        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
+        assert steps == [1, 2, 3], steps
+        assert run.info.status == "FINISHED"
+        assert math.isfinite(run.data.metrics["score"])
+    state = json.loads((tmp_path / "ray_results/kill-me/rlan_sweep.json").read_text())
+    assert state["settings"]["parent_run_id"] == parents[0].info.run_id

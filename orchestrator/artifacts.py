@@ -11,6 +11,7 @@ from orchestrator import plots
 from orchestrator.tracking import RunLogger
 from rlan.config import RunConfig
 from rlan.evaluation import QueryResult
+from rlan.schedule import stages_at
 
 CURVE_KEYS = [
     "train/loss",
@@ -86,6 +87,36 @@ def log_run_artifacts(
         logger.log_figure(attention_fig, "plots/clue_attention.png")
     if checkpoint_dir and Path(checkpoint_dir).is_dir():
         logger.log_artifact(str(Path(checkpoint_dir) / "checkpoint.pt"), "checkpoint")
+
+
+def render_final_plots(trainer, directory: str | Path) -> list[Path]:
+    """Predicted-vs-target grids and clue attention of the finished run, as PNGs under <directory>/plots.
+
+    Called on a Ray Train worker (rank 0) for the last epoch: the evaluation results live there, so the
+    PNGs travel inside the final checkpoint and the driver logs them to MLflow.
+    """
+    folder = Path(directory) / "plots"
+    written = []
+    for name, results in trainer.evaluation.last_results.items():
+        rows = prediction_rows(results, trainer.config.logging.num_plot_tasks)
+        if rows:
+            written.append(
+                plots.save_figure(plots.plot_predictions(rows), folder / f"predictions_{name}.png")
+            )
+    sets = trainer.evaluation.sets()
+    spec = (sets.get("heldout") or sets.get("eval") or [None])[0]
+    if spec is not None:
+        stages = stages_at(trainer.config, max(trainer.epoch - 1, 0))
+        figure = attention_figure(trainer.core, spec, stages, trainer.device)
+        written.append(plots.save_figure(figure, folder / "clue_attention.png"))
+    return written
+
+
+def log_plot_folder(logger: RunLogger, checkpoint_dir: str | None) -> None:
+    """Log the PNGs a worker left in a checkpoint's plots/ folder (see render_final_plots)."""
+    if checkpoint_dir and (Path(checkpoint_dir) / "plots").is_dir():
+        for png in sorted((Path(checkpoint_dir) / "plots").glob("*.png")):
+            logger.log_artifact(str(png), "plots")
 
 
 def summary_table(metrics: dict[str, float]) -> str:

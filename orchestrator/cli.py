@@ -67,6 +67,18 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("sweep", metavar="NAME|PATH")
     _add_ray_args(resume)
 
+    ablate = sub.add_parser("ablate", help="each seed fix off vs on, side by side, with a report")
+    _add_config_args(ablate)
+    _add_ray_args(ablate)
+    ablate.add_argument("--epochs", type=int, help="training.max_epochs for every arm")
+    ablate.add_argument("--seeds", type=int, default=2, help="seeds per arm (training.seed, seed+1, ...)")
+    ablate.add_argument("--tasks", type=int, help="data.max_tasks: ARC training tasks per trial")
+    ablate.add_argument("--arms", nargs="+", help="a subset of the arms (default: all 8)")
+    ablate.add_argument("--concurrency", type=int, default=2, help="trials running at once")
+    ablate.add_argument("--name", help="ablation name (default: <experiment>-ablation-<start time>)")
+    ablate.add_argument("--out", default="ablation_report", help="folder for ablation.md and its PNGs")
+    ablate.add_argument("--quiet", action="store_true")
+
     compare = sub.add_parser("compare", help="trials of a sweep from MLflow: table, best config, plots")
     compare.add_argument("sweep", metavar="NAME")
     compare.add_argument("--tracking-uri")
@@ -200,6 +212,53 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return EXIT_OK if summary["errors"] < summary["trials"] else EXIT_FAILURE
 
 
+def cmd_ablate(args: argparse.Namespace) -> int:
+    from orchestrator.ablation import run_ablation, write_ablation_report
+    from orchestrator.cluster import resolve_storage, start_ray
+    from orchestrator.sweep import SweepSettings, sweep_name
+    from orchestrator.trial_config import ARMS
+    from rlan.config import ConfigError, load_config
+    from rlan.data import training_tasks
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    overrides = list(args.overrides)
+    overrides += [f"training.max_epochs={args.epochs}"] if args.epochs else []
+    overrides += [f"data.max_tasks={args.tasks}"] if args.tasks else []
+    config = load_config(args.config, overrides)
+    unknown = sorted(set(args.arms or []) - set(ARMS))
+    if unknown or args.seeds < 1:
+        raise ConfigError(
+            f"--arms: unknown arm {unknown[0]} (arms: {', '.join(ARMS)})"
+            if unknown
+            else "--seeds: expected at least 1"
+        )
+    training_tasks(config)
+    uri = _tracking(args)
+    experiment = args.experiment or config.logging.experiment_name
+    settings = SweepSettings(
+        name=args.name or sweep_name(config, None).replace(experiment, f"{experiment}-ablation", 1),
+        storage=resolve_storage(args.storage),
+        tracking_uri=uri,
+        experiment=experiment,
+        concurrency=args.concurrency,
+        echo=not args.quiet,
+    )
+    seeds = [config.training.seed + i for i in range(args.seeds)]
+    start_ray(args.address)
+    print(
+        f"ablation {settings.name}: {len(args.arms or ARMS)} arms x {len(seeds)} seeds, MLflow {uri}",
+        flush=True,
+    )
+    summary = run_ablation(config, settings, seeds, args.arms)
+    command = (
+        "rlan " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("rlan") else f"rlan ablate -c {args.config}"
+    )
+    report = write_ablation_report(settings, args.out, command)
+    print(report.read_text())
+    print(f"report: {report} (also in the MLflow parent run {settings.parent_run_id}, under ablation/)")
+    return EXIT_OK if summary["errors"] < summary["trials"] else EXIT_FAILURE
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from orchestrator.compare import compare_sweep, format_comparison
     from orchestrator.tracking import resolve_tracking_uri
@@ -216,6 +275,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sweep": cmd_sweep,
     "resume": cmd_resume,
     "compare": cmd_compare,
+    "ablate": cmd_ablate,
 }
 
 

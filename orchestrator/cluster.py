@@ -45,6 +45,9 @@ def start_ray(address: str | None = None, num_cpus: int | None = None, quiet: bo
     elif address == "auto":
         kwargs["address"] = "auto"
     else:
+        # 'local' always starts a new Ray: a bare ray.init() would join whatever cluster was last started
+        # on this machine (`ray start`, another test's Cluster), with other resources and other owners.
+        kwargs["address"] = "local"
         kwargs["num_cpus"] = num_cpus or os.cpu_count() or 1
         kwargs["include_dashboard"] = True
     try:

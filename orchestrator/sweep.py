@@ -24,7 +24,8 @@ from orchestrator.search_space import SearchSpace
 from orchestrator.sweep_tracking import MlflowSweepCallback, is_unhealthy
 from orchestrator.tracking import RunLogger, run_tags
 from orchestrator.train_run import build_torch_trainer
-from rlan.config import ConfigError, RunConfig, apply_flat
+from orchestrator.trial_config import trial_config
+from rlan.config import ConfigError, RunConfig
 
 SWEEP_FILE = "rlan_sweep.json"
 DRIVER_CPU = 0.01  # the trial driver only waits on its Train run
@@ -79,7 +80,7 @@ def trial_driver(knobs: dict, base_config: dict, settings: dict) -> None:
     """One trial: the base config with the sampled knobs, trained by a Ray Train run that reports to Tune."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    config = apply_flat(RunConfig.model_validate(base_config), knobs, "trial config")
+    config = trial_config(base_config, knobs)
     trial_id = tune.get_context().get_trial_id()
     gpus = settings["gpus_per_trial"] / settings["workers_per_trial"]
     trainer = build_torch_trainer(
@@ -177,7 +178,7 @@ def read_sweep_file(sweep_dir: str) -> tuple[SweepSettings, RunConfig]:
     return SweepSettings(**saved["settings"]), RunConfig.model_validate(saved["base_config"])
 
 
-def start_parent_run(base: RunConfig, space: SearchSpace, settings: SweepSettings) -> str:
+def start_parent_run(base: RunConfig, settings: SweepSettings) -> str:
     tags = run_tags(
         base,
         {
@@ -193,7 +194,8 @@ def start_parent_run(base: RunConfig, space: SearchSpace, settings: SweepSetting
     )
     parent = RunLogger(settings.tracking_uri, settings.experiment, run_name=settings.name, tags=tags)
     parent.log_params(base.to_flat_dict())
-    parent.log_text(settings.search_space_text, "search_space.yaml")
+    if settings.search_space_text:
+        parent.log_text(settings.search_space_text, "search_space.yaml")
     parent.log_text(base.to_yaml(), "config/base_config.yaml")
     return parent.run_id
 
@@ -217,27 +219,45 @@ def _finish(results, settings: SweepSettings) -> dict[str, Any]:
     return summary
 
 
-def run_sweep(base: RunConfig, space: SearchSpace, settings: SweepSettings) -> dict[str, Any]:
-    """A new sweep. The caller has started Ray and resolved storage and tracking."""
+def run_sweep(
+    base: RunConfig, space: SearchSpace | None, settings: SweepSettings, grid: dict | None = None
+) -> dict[str, Any]:
+    """A new sweep: Optuna over `space`, or every combination of `grid` ({key: [values]}, e.g. an ablation).
+
+    The caller has started Ray and resolved storage and tracking.
+    """
     if tune.Tuner.can_restore(settings.sweep_dir):
         raise SweepError(
             f"sweep '{settings.name}' already exists in {settings.storage}: "
             f"`rlan resume {settings.name}` continues it, or pick another --name"
         )
-    settings.knobs = sorted(space.knobs)
-    settings.parent_run_id = start_parent_run(base, space, settings)
+    settings.knobs = sorted(grid) if grid else sorted(space.knobs)
+    settings.parent_run_id = start_parent_run(base, settings)
     _write_sweep_file(settings, base)
-    tuner = tune.Tuner(
-        make_trainable(base, settings),
-        tune_config=tune.TuneConfig(
+    if grid:
+        search = {"param_space": {k: tune.grid_search(v) for k, v in grid.items()}}
+        tune_config = tune.TuneConfig(
+            metric=settings.metric,
+            mode=settings.mode,
+            num_samples=1,
+            max_concurrent_trials=settings.concurrency,
+            scheduler=make_scheduler(base, settings),
+        )
+    else:
+        search = {}
+        tune_config = tune.TuneConfig(
             metric=settings.metric,
             mode=settings.mode,
             num_samples=settings.trials,
             max_concurrent_trials=settings.concurrency,
             search_alg=make_searcher(space, base, settings),
             scheduler=make_scheduler(base, settings),
-        ),
+        )
+    tuner = tune.Tuner(
+        make_trainable(base, settings),
+        tune_config=tune_config,
         run_config=make_run_config(base, settings),
+        **search,
     )
     return _finish(tuner.fit(), settings)
 

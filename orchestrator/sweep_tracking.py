@@ -16,8 +16,10 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from orchestrator import plots
+from orchestrator.artifacts import log_plot_folder
 from orchestrator.tracking import RunLogger
-from rlan.config import RunConfig, apply_flat
+from orchestrator.trial_config import ARM_KEY, trial_config
+from rlan.config import RunConfig
 
 # Keys Tune adds to every result; they are bookkeeping, not diagnostics.
 TUNE_KEYS = {
@@ -89,13 +91,15 @@ class MlflowSweepCallback(Callback):
 
     # -------------------------------------------------------------------------------- trial runs
     def _trial_config(self, trial) -> RunConfig:
-        return apply_flat(RunConfig.model_validate(self.base_config), trial.config, "trial config")
+        return trial_config(self.base_config, trial.config)
 
     def _logger(self, trial) -> RunLogger:
         logger = self._loggers.get(trial.trial_id)
         if logger is not None:
             return logger
         tags = {"rlan.sweep": self.sweep_name, "rlan.role": "trial", "rlan.trial_id": trial.trial_id}
+        if ARM_KEY in trial.config:
+            tags["rlan.arm"] = trial.config[ARM_KEY]
         client = MlflowClient(self.tracking_uri)
         experiment_id = client.get_run(self.parent_run_id).info.experiment_id
         existing = find_run(client, experiment_id, tags)
@@ -166,6 +170,8 @@ class MlflowSweepCallback(Callback):
             figure = plots.plot_learning_curves(history, None, f"trial {trial.trial_id}")
             logger.log_figure(figure, "plots/learning_curves.png")
         checkpoint = self._last_result.get(trial.trial_id, {}).get("checkpoint_path")
+        if checkpoint and "://" not in checkpoint:  # plots the worker rendered into its final checkpoint
+            log_plot_folder(logger, checkpoint)
         if self.log_checkpoints and checkpoint:
             logger.log_artifact(f"{checkpoint}/checkpoint.pt", "checkpoint")
 

@@ -24,7 +24,13 @@ from mlflow import MlflowClient
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
-from orchestrator.artifacts import CURVE_KEYS, log_run_artifacts, summary_table
+from orchestrator.artifacts import (
+    CURVE_KEYS,
+    log_plot_folder,
+    log_run_artifacts,
+    render_final_plots,
+    summary_table,
+)
 from orchestrator.cluster import resolve_storage, start_ray
 from orchestrator.debug_run import EPOCH_LINE_KEYS, epoch_line
 from orchestrator.tracking import MAX_PARAM_LENGTH, RunLogger, resolve_tracking_uri, run_tags, sanitize_key
@@ -40,8 +46,12 @@ class RayReporter:
 
     def __init__(self, world_size: int):
         self.world_size = world_size
+        self.trainer: Trainer | None = None  # set once the Trainer exists, for the final plots
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
+        trainer = self.trainer
+        if checkpoint_dir and trainer is not None and epoch + 1 == trainer.config.training.max_epochs:
+            render_final_plots(trainer, checkpoint_dir)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None  # rank 0 only
         ray.train.report({**metrics, "world_size": float(self.world_size)}, checkpoint=checkpoint)
 
@@ -59,15 +69,17 @@ def worker_trainer(loop_config: dict[str, Any]) -> Trainer:
     config = config_from_dict(loop_config["config"], "train loop config")
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
+    reporter = RayReporter(world_size)
     trainer = Trainer(
         config,
-        RayReporter(world_size),
+        reporter,
         device=ray.train.torch.get_device(),
         rank=rank,
         world_size=world_size,
         wrap_model=wrap_ddp if world_size > 1 else None,
         progress=bool(loop_config.get("progress")) and rank == 0,
     )
+    reporter.trainer = trainer
     checkpoint = ray.train.get_checkpoint()  # every rank gets it and loads the same state
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
@@ -280,6 +292,7 @@ def run_train(
         checkpoint = result.checkpoint if log_checkpoint else None  # a local folder, or fetched from storage
         with checkpoint.as_directory() if checkpoint else nullcontext() as directory:
             log_run_artifacts(logger, config, curve_history(logger), {}, directory)
+            log_plot_folder(logger, directory)
     if echo:
         print(summary_table(metrics))
     return logger.run_id, metrics

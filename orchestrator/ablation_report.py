@@ -156,8 +156,11 @@ def judge(expectation: Expectation, on: Spread, off: Spread) -> Verdict:
     else:
         raise ValueError(f"unknown rule {rule}")
     gap = abs(on.mean - off.mean)
-    within = on.n > 1 and off.n > 1 and gap <= on.std + off.std
-    if not observed:
+    within = on.n > 1 and off.n > 1 and 0 < gap <= on.std + off.std
+    if gap == 0:
+        note = "identical with and without the fix: it had no effect on this diagnostic in this run"
+        note = ("observed, but " if observed else "not observed; ") + note
+    elif not observed:
         note = "expected outcome not observed"
     elif not differs:
         note = "observed, but the arm without the fix shows it too"

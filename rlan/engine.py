@@ -35,7 +35,7 @@ from rlan.evaluation_sets import EvaluationSets
 from rlan.losses import RLANLoss
 from rlan.model import RLAN
 from rlan.schedule import lr_factor, stages_at
-from rlan.step import MetaLosses, StepOutcome
+from rlan.step import MetaLosses, StepOutcome, train_batches
 
 
 class Reporter(Protocol):
@@ -205,8 +205,6 @@ class Trainer:
         return last
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
-        from rlan.step import train_batches  # one screen for the inner loop
-
         set_loader_epoch(self.loader, epoch)
         self.model.train()
         acc = MetricAccumulator()

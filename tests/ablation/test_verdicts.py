@@ -23,7 +23,8 @@ BY_FIX = {e.fix: e for e in EXPECTATIONS}
     ("fix", "on", "off", "observed", "note"),
     [
         ("fix1_logit_clamp", Spread(0, 0, 2), Spread(3, 1, 2), True, "absent without the fix"),
-        ("fix1_logit_clamp", Spread(0, 0, 2), Spread(0, 0, 2), True, "shows it too"),
+        ("fix1_logit_clamp", Spread(0, 0, 2), Spread(0, 0, 2), True, "identical with and without"),
+        ("fix2_meta_cap", Spread(0.2, 0.01, 2), Spread(0.22, 0.01, 2), True, "shows it too"),
         ("fix1_logit_clamp", Spread(2, 0, 2), Spread(3, 0, 2), False, "not observed"),
         ("fix2_meta_cap", Spread(0.2, 0.01, 2), Spread(0.4, 0.02, 2), True, "absent without the fix"),
         ("fix2_meta_cap", Spread(0.3, 0.01, 2), Spread(0.4, 0.02, 2), False, "not observed"),

@@ -23,15 +23,25 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--experiment", help="MLflow experiment (default: logging.experiment_name)")
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2), like every other bad input."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="rlan", description="RLAN experiments: debug runs, Ray runs, sweeps."
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = OneLineParser(prog="rlan", description="RLAN experiments: debug runs, Ray runs, sweeps.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     debug = sub.add_parser("debug", help="train in this process (no Ray) and log to MLflow")
     _add_config_args(debug)
     debug.add_argument("--run-name", help="MLflow run name (default: logging.run_name or 'debug')")
     debug.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    debug.add_argument(
+        "--resume-from",
+        metavar="CHECKPOINT",
+        help="continue from a checkpoint (a folder with checkpoint.pt, or the file)",
+    )
 
     train = sub.add_parser("train", help="one Ray Train run (DDP workers), logged to MLflow")
     _add_config_args(train)
@@ -101,13 +111,18 @@ def _add_ray_args(parser: argparse.ArgumentParser) -> None:
 
 def cmd_debug(args: argparse.Namespace) -> int:
     from orchestrator.debug_run import run_debug
+    from rlan.checkpoint import check_compatible, load_checkpoint
     from rlan.config import load_config
     from rlan.data import training_tasks
 
     config = load_config(args.config, args.overrides)
     training_tasks(config)  # bad data fails here, before a run is created
+    if args.resume_from:  # a bad checkpoint fails here too
+        check_compatible(load_checkpoint(args.resume_from), config.model, args.resume_from)
     uri = _tracking(args)
-    run_id, _ = run_debug(config, uri, args.experiment, args.run_name, echo=not args.quiet)
+    run_id, _ = run_debug(
+        config, uri, args.experiment, args.run_name, echo=not args.quiet, resume_from=args.resume_from
+    )
     print(f"MLflow run {run_id} in {uri}")
     print(f"Browse: mlflow ui --backend-store-uri {uri}")
     return EXIT_OK
@@ -123,9 +138,11 @@ def _tracking(args: argparse.Namespace) -> str:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.train_run import run_train
-    from rlan.config import load_config
+    from rlan.config import ConfigError, load_config
     from rlan.data import training_tasks
 
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: expected a whole number >= 1")
     config = load_config(args.config, args.overrides)
     training_tasks(config)
     uri = _tracking(args)
@@ -151,6 +168,25 @@ def _print_compare(uri: str, name: str, experiment: str | None) -> None:
     print(format_comparison(compare_sweep(uri, name, experiment), "table"))
 
 
+def check_sweep_resources(args: argparse.Namespace) -> None:
+    """Counts and GPU shares that Ray would only reject (or hang on) after starting."""
+    from rlan.config import ConfigError
+
+    for flag in ("trials", "concurrency", "workers_per_trial"):
+        if getattr(args, flag) < 1:
+            raise ConfigError(
+                f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a whole number >= 1"
+            )
+    if args.cpus_per_worker <= 0:
+        raise ConfigError(f"--cpus-per-worker {args.cpus_per_worker}: expected a number > 0")
+    per_rank = args.gpus_per_trial / args.workers_per_trial
+    if args.gpus_per_trial < 0 or (args.workers_per_trial > 1 and per_rank != int(per_rank)):
+        raise ConfigError(
+            f"--gpus-per-trial {args.gpus_per_trial} with --workers-per-trial {args.workers_per_trial}: "
+            "expected whole GPUs per DDP rank; fractional GPUs need --workers-per-trial 1 (ray#48012)"
+        )
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.cluster import resolve_storage, start_ray
     from orchestrator.search_space import load_search_space
@@ -159,6 +195,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rlan.data import training_tasks
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact trial table with our columns
+    check_sweep_resources(args)
     config = load_config(args.config, args.overrides)
     space = load_search_space(args.search_space)
     training_tasks(config)

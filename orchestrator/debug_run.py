@@ -55,6 +55,7 @@ def run_debug(
     run_name: str | None = None,
     hooks: Hooks | None = None,
     echo: bool = True,
+    resume_from: str | None = None,
 ) -> tuple[str, dict[str, float]]:
     """Train in this process; returns (MLflow run id, last epoch's metrics). Raises on training failure."""
     logger = RunLogger(
@@ -67,6 +68,9 @@ def run_debug(
     with logger, tempfile.TemporaryDirectory(prefix="rlan-debug-") as scratch:
         logger.log_params(config.to_flat_dict())
         trainer = Trainer(config, reporter, checkpoint_root=scratch, hooks=hooks, progress=echo)
+        if resume_from:
+            trainer.resume(resume_from)
+            logger.set_tags({"rlan.resumed_from": str(resume_from)})
         metrics = trainer.fit()
         reporter.close()
         results = trainer.evaluation.last_results

@@ -264,8 +264,8 @@ def run_train(
     config = with_absolute_paths(config)
     experiment = experiment or config.logging.experiment_name
     name = name or default_train_name(config, experiment)
+    storage = resolve_storage(storage)  # before Ray starts: a bad path costs nothing
     start_ray(address)
-    storage = resolve_storage(storage)
     logger = open_train_run(config, tracking_uri, experiment, name, storage)
     logger.set_tags({"rlan.workers": workers, "rlan.use_gpu": use_gpu})
     callback = MlflowTrainCallback(logger.tracking_uri, logger.run_id)

@@ -43,6 +43,19 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     return state
 
 
+def check_compatible(state: dict[str, Any], model_config, where: str) -> None:
+    """A checkpoint fits only a model built from the same model section (sizes and switches)."""
+    from rlan.config import config_from_dict  # local: config imports nothing from here, keep it that way
+
+    saved = config_from_dict(state["config"], where).model
+    if saved != model_config:
+        changed = sorted(k for k, v in saved.model_dump().items() if getattr(model_config, k) != v)
+        raise CheckpointError(
+            f"{where}: saved with another model config (differs in model.{changed[0]}: "
+            f"{getattr(saved, changed[0])!r} there, {getattr(model_config, changed[0])!r} here)"
+        )
+
+
 def rng_state() -> dict[str, Any]:
     state = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():

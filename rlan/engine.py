@@ -19,8 +19,15 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from rlan.checkpoint import CheckpointError, load_checkpoint, restore_rng, rng_state, save_checkpoint
-from rlan.config import RunConfig, config_from_dict
+from rlan.checkpoint import (
+    CheckpointError,
+    check_compatible,
+    load_checkpoint,
+    restore_rng,
+    rng_state,
+    save_checkpoint,
+)
+from rlan.config import RunConfig
 from rlan.data import ArcTrainingDataset, make_train_loader, move_batch, set_loader_epoch, training_tasks
 from rlan.diagnostics import (
     MetricAccumulator,
@@ -146,12 +153,7 @@ class Trainer:
         }
 
     def load_state_dict(self, state: dict[str, Any], where: str = "checkpoint") -> None:
-        saved = config_from_dict(state["config"], where)
-        if saved.model != self.config.model:
-            changed = sorted(
-                k for k, v in saved.model.model_dump().items() if getattr(self.config.model, k) != v
-            )
-            raise CheckpointError(f"{where}: saved with another model config (differs in model.{changed[0]})")
+        check_compatible(state, self.config.model, where)
         try:
             self.core.load_state_dict(state["model"])
         except RuntimeError as exc:

@@ -5,11 +5,18 @@ starts a new run when a trial resumes. This callback logs each result with one b
 under the sweep's parent run, and re-attaches a resumed trial to its existing child run (found by tag), so
 an interrupted and resumed sweep still has exactly one child run per trial and no duplicate epoch steps.
 The callback is pickled into the Tuner state; it holds names only and opens MLflow lazily.
+
+MLflow outages never stop the sweep (orchestrator/tracking.py has the retry and buffering rules): metrics are
+buffered by RunLogger, and a hook whose MLflow call still fails after the retry budget prints one warning and
+returns; the trial trains on. An epoch that never reached this callback (its trial driver died after Train
+registered the epoch's checkpoint but before Tune received the report), or whose result arrived while the
+child run could not be opened, is recorded in the child's `rlan.metrics_gap` tag.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -17,7 +24,7 @@ from ray.tune import Callback
 
 from orchestrator import plots
 from orchestrator.artifacts import log_plot_folder
-from orchestrator.tracking import RunLogger
+from orchestrator.tracking import RunLogger, TrackingUnavailable, with_retries
 from orchestrator.trial_config import ARM_KEY, trial_config
 from rlan.config import RunConfig
 
@@ -52,7 +59,9 @@ def is_unhealthy(result: dict, nan_batches_abort: int) -> bool:
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
     """The run id carrying every one of `tags`, via MLflow's search API."""
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = client.search_runs([experiment_id], filter_string=query, max_results=1)
+    runs = with_retries(
+        client.search_runs, [experiment_id], filter_string=query, max_results=1, what="search_runs"
+    )
     return runs[0].info.run_id if runs else None
 
 
@@ -101,7 +110,7 @@ class MlflowSweepCallback(Callback):
         if ARM_KEY in trial.config:
             tags["rlan.arm"] = trial.config[ARM_KEY]
         client = MlflowClient(self.tracking_uri)
-        experiment_id = client.get_run(self.parent_run_id).info.experiment_id
+        experiment_id = with_retries(client.get_run, self.parent_run_id, what="get_run").info.experiment_id
         existing = find_run(client, experiment_id, tags)
         logger = RunLogger(
             self.tracking_uri,
@@ -118,8 +127,17 @@ class MlflowSweepCallback(Callback):
         self._loggers[trial.trial_id] = logger
         return logger
 
+    def _unavailable(self, trial, what: str, exc: TrackingUnavailable) -> None:
+        """MLflow stayed down for the whole retry budget: say so for this hook, and let the sweep go on."""
+        print(
+            f"[rlan] trial {trial.trial_id}: {what} not written to MLflow: {exc}", file=sys.stderr, flush=True
+        )
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
-        self._logger(trial)
+        try:
+            self._logger(trial)
+        except TrackingUnavailable as exc:  # opened again with the trial's first result
+            self._unavailable(trial, "child run", exc)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self._last_result[trial.trial_id] = result
@@ -131,7 +149,19 @@ class MlflowSweepCallback(Callback):
             for k, v in result.items()
             if k not in TUNE_KEYS and not k.startswith("config") and isinstance(v, (int, float))
         }
-        self._logger(trial).log_metrics(metrics, step=epoch)
+        try:
+            logger = self._logger(trial)  # a new logger reads the last logged epoch back from MLflow
+        except TrackingUnavailable as exc:
+            self._unavailable(
+                trial, f"epoch {epoch}", exc
+            )  # a gap, noted by the next epoch that gets through
+            return
+        last = self._last_step.get(trial.trial_id, 0)
+        if epoch <= last:
+            return
+        if epoch > last + 1:
+            logger.note_gap(range(last + 1, epoch))  # reports that never reached Tune, or were not logged
+        logger.log_metrics(metrics, step=epoch)  # buffered by RunLogger while MLflow is down
         self._last_step[trial.trial_id] = epoch
 
     def _stop_reason(self, trial) -> str:
@@ -142,21 +172,27 @@ class MlflowSweepCallback(Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         reason = self._stop_reason(trial)
-        logger = self._logger(trial)
-        logger.set_tags({"rlan.stop_reason": reason})
-        self._finish_artifacts(trial, logger)
-        logger.end("FINISHED" if reason == "completed" else "KILLED")
+        try:
+            logger = self._logger(trial)
+            logger.set_tags({"rlan.stop_reason": reason})
+            self._finish_artifacts(trial, logger)
+            logger.end("FINISHED" if reason == "completed" else "KILLED")
+        except TrackingUnavailable as exc:
+            self._unavailable(trial, f"the end of the run ({reason})", exc)
         self._loggers.pop(trial.trial_id, None)
         if self.echo:
             print(self.trial_line(trial, reason), flush=True)
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        logger = self._logger(trial)
         error = getattr(trial, "error_message", None) or "trial failed (see the Ray trial log)"
-        logger.set_tags(
-            {"rlan.stop_reason": "error", "rlan.error": str(error).strip().splitlines()[-1][:500]}
-        )
-        logger.end("FAILED")
+        try:
+            logger = self._logger(trial)
+            logger.set_tags(
+                {"rlan.stop_reason": "error", "rlan.error": str(error).strip().splitlines()[-1][:500]}
+            )
+            logger.end("FAILED")
+        except TrackingUnavailable as exc:
+            self._unavailable(trial, "the end of the run (error)", exc)
         self._loggers.pop(trial.trial_id, None)
         if self.echo:
             print(self.trial_line(trial, "error"), flush=True)

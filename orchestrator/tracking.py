@@ -9,10 +9,32 @@ same MLflow name:
   2. every character outside A-Z a-z 0-9 _ - . space / becomes '_'
   3. empty path parts are dropped and '.' or '..' parts become '_' (MLflow rejects non-normalised paths),
   4. the result is cut to 250 characters; an empty key becomes '_'.
+
+MLflow outages (a tracking server restarted or briefly unreachable; docs/reliability.md has the measurements):
+  - Every RunLogger call is retried for up to RLAN_MLFLOW_RETRY_S seconds (default 60) when MLflow fails in a way
+    that can pass: connection refused or reset, a timeout, HTTP 408/429/500/502/503/504 (after MLflow's own
+    retries), "database is locked". Waits grow 1, 2, 4, 8, 15, 15 ... s. Other errors (a bad request, an
+    unknown run) are raised at once.
+  - Under that, MLflow's own HTTP retries are shortened (unless set in the environment) to
+    MLFLOW_HTTP_REQUEST_MAX_RETRIES=4, MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR=1 (about 15 s per call) and
+    MLFLOW_HTTP_REQUEST_TIMEOUT=30. MLflow's defaults (7 retries, factor 2, 120 s timeout) can hold one call for
+    4 minutes and more, during which a sweep's Tune loop stands still.
+  - Metrics are never dropped for an outage that ends: when the budget runs out, `log_metrics` keeps the batch in
+    memory (with its original timestamps, so a batch the server did receive is not stored twice) and returns.
+    Later calls add to the buffer without waiting; at most every RLAN_MLFLOW_RETRY_S / 2 seconds one of them tries
+    MLflow once, and the first call that gets through sends the buffer, oldest first, before its own batch. `end`
+    and every other call (tags, params, artifacts, reads) retry for the whole budget, flush the buffer first, and
+    raise TrackingUnavailable when MLflow is still down.
+  - The buffer holds at most RLAN_MLFLOW_BUFFER_METRICS metrics (default 100000). Past that the oldest batches are
+    dropped and their steps are written, once MLflow answers again, as the tag `rlan.metrics_gap` ("3-5,9").
+    Callers that see an epoch missing for another reason (a trial driver that died between Train registering a
+    checkpoint and Tune receiving that epoch) record it with `note_gap`, in the same tag.
+  - A metric batch still buffered when the process dies is lost (the tag cannot be written then either).
 """
 
 from __future__ import annotations
 
+import logging
 import numbers
 import os
 import re
@@ -22,9 +44,10 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 from mlflow import MlflowClient
@@ -42,10 +65,95 @@ METRICS_PER_BATCH = 1000
 PARENT_TAG = "mlflow.parentRunId"
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _EXPECTED = "expected sqlite:///path/to/mlruns.db or http(s)://host:port"
+GAP_TAG = "rlan.metrics_gap"
+RETRY_ENV, BUFFER_ENV = "RLAN_MLFLOW_RETRY_S", "RLAN_MLFLOW_BUFFER_METRICS"
+DEFAULT_RETRY_S, DEFAULT_BUFFER_METRICS = 60.0, 100_000
+# MLflow's own per-call HTTP retries, shortened so that RETRY_ENV bounds the whole wait (see the docstring).
+LIBRARY_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+_log = logging.getLogger(__name__)
+_T = TypeVar("_T")
+_clock, _sleep = time.monotonic, time.sleep  # module names, so tests can run the waits without waiting
 
 
 class TrackingError(RuntimeError):
     """A tracking problem, phrased as one line."""
+
+
+class TrackingUnavailable(TrackingError):
+    """MLflow kept failing in a transient way (unreachable, timeout, overloaded) for the whole retry budget."""
+
+
+# ------------------------------------------------------------------------------------------ outages
+def configure_http_retries() -> None:
+    """MLflow's HTTP retry settings of LIBRARY_RETRIES, where the environment does not set them already."""
+    for name, value in LIBRARY_RETRIES.items():
+        os.environ.setdefault(name, value)
+
+
+configure_http_retries()  # read by MLflow at each request, in every process that imports this module
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return max(0.0, float(os.environ.get(name, default)))
+    except ValueError:
+        return default
+
+
+def retry_budget_s() -> float:
+    return _env_float(RETRY_ENV, DEFAULT_RETRY_S)
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether `exc` may pass by itself: MLflow unreachable, slow, overloaded or locked, not a wrong request."""
+    if isinstance(exc, MlflowException):
+        text = str(exc)
+        # The REST client wraps every transport failure (refused, reset, timeout, 5xx after its own retries)
+        # as "API request to <url> failed with [timeout ]exception ...".
+        transport = text.startswith("API request to") and " failed with " in text
+        return transport or exc.error_code == "TEMPORARILY_UNAVAILABLE" or "database is locked" in text
+    return isinstance(exc, ConnectionError | TimeoutError)
+
+
+def with_retries(
+    call: Callable[..., _T], *args: Any, what: str, budget_s: float | None = None, **kwargs: Any
+) -> _T:
+    """call(*args, **kwargs), retried with growing waits while it fails transiently, for budget_s seconds at most
+    (default RLAN_MLFLOW_RETRY_S; 0 means one attempt); then TrackingUnavailable."""
+    budget = retry_budget_s() if budget_s is None else budget_s
+    deadline, delay = _clock() + budget, 1.0
+    while True:
+        try:
+            return call(*args, **kwargs)
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            if _clock() + delay > deadline:
+                reason = " ".join(str(exc).split())[:300]
+                raise TrackingUnavailable(
+                    f"MLflow unavailable for {budget:.0f} s ({what}): {reason}"
+                ) from exc
+            _sleep(delay)
+            delay = min(delay * 2, 15.0)
+
+
+def compact_steps(steps: Iterable[int]) -> str:
+    """Sorted steps as ranges: {3, 4, 5, 9} -> '3-5,9'."""
+    parts: list[str] = []
+    ordered = sorted(set(steps))
+    start = prev = None
+    for step in [*ordered, None]:
+        if step is not None and prev is not None and step == prev + 1:
+            prev = step
+            continue
+        if start is not None:
+            parts.append(str(start) if start == prev else f"{start}-{prev}")
+        start = prev = step
+    return ",".join(parts)
 
 
 # ------------------------------------------------------------------------------------------ URIs
@@ -160,7 +268,10 @@ def _as_float(value: Any) -> float | None:
 
 # ------------------------------------------------------------------------------------------ run
 class RunLogger:
-    """One MLflow run: created here, or re-attached through run_id (a resumed trial keeps its run)."""
+    """One MLflow run: created here, or re-attached through run_id (a resumed trial keeps its run).
+
+    Every call retries transient MLflow failures, and metrics outlive an outage in memory (module docstring).
+    """
 
     def __init__(
         self,
@@ -173,19 +284,31 @@ class RunLogger:
     ) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
+        self._pending: list[list[Metric]] = []  # metric batches MLflow has not taken yet, oldest first
+        self._gap: set[int] = set()  # steps whose metrics are lost; reported in GAP_TAG
+        self._gap_written = ""
+        self._last_try = 0.0
         all_tags = dict(tags or {})
         if parent_run_id:
             all_tags[PARENT_TAG] = parent_run_id
         if run_id is None:
             root = default_artifact_root(self.tracking_uri)
-            self.experiment_id = get_or_create_experiment(self.client, experiment_name, root)
-            run = self.client.create_run(self.experiment_id, tags=_tag_strings(all_tags), run_name=run_name)
+            self.experiment_id = with_retries(
+                get_or_create_experiment, self.client, experiment_name, root, what="experiment"
+            )
+            run = with_retries(
+                self.client.create_run,
+                self.experiment_id,
+                tags=_tag_strings(all_tags),
+                run_name=run_name,
+                what="create_run",
+            )
         else:
-            run = self.client.get_run(run_id)
+            run = with_retries(self.client.get_run, run_id, what="get_run")
             self.experiment_id = run.info.experiment_id
-            self.client.update_run(run_id, status="RUNNING")
+            with_retries(self.client.update_run, run_id, status="RUNNING", what="update_run")
             if all_tags:
-                self.client.log_batch(run_id, tags=_tag_list(all_tags))
+                with_retries(self.client.log_batch, run_id, tags=_tag_list(all_tags), what="set_tags")
         self._run_id = run.info.run_id
         self._params: dict[str, str] = dict(run.data.params)
         self._ended = False
@@ -193,6 +316,11 @@ class RunLogger:
     @property
     def run_id(self) -> str:
         return self._run_id
+
+    def _call(self, what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """An MLflow call with the full retry budget, after the buffered metrics (which go first)."""
+        self._flush()
+        return with_retries(call, *args, what=f"{what}, run {self._run_id}", **kwargs)
 
     def log_params(self, flat: dict[str, Any]) -> None:
         """Log {key: value} as strings; a key already logged with the same value is skipped."""
@@ -210,13 +338,16 @@ class RunLogger:
         items = list(fresh.items())
         for start in range(0, len(items), PARAMS_PER_BATCH):
             chunk = items[start : start + PARAMS_PER_BATCH]
-            self.client.log_batch(self._run_id, params=[Param(k, v) for k, v in chunk])
+            self._call(
+                "log_params", self.client.log_batch, self._run_id, params=[Param(k, v) for k, v in chunk]
+            )
         self._params.update(fresh)
 
     def log_metrics(self, metrics: dict[str, Any], step: int) -> None:
         """Numeric values (bools as 0/1) at one step; others are dropped.
 
         NaN and inf are kept: a diverging run should show it (a SQLite store reads inf back as +-1.8e308).
+        While MLflow is unreachable the batch is buffered and this returns (module docstring).
         """
         now = int(time.time() * 1000)
         batch = [
@@ -224,18 +355,78 @@ class RunLogger:
             for key, value in metrics.items()
             if (number := _as_float(value)) is not None
         ]
+        backlog = bool(self._pending)  # MLflow was down at the last call
         for start in range(0, len(batch), METRICS_PER_BATCH):
-            self.client.log_batch(self._run_id, metrics=batch[start : start + METRICS_PER_BATCH])
+            self._pending.append(batch[start : start + METRICS_PER_BATCH])
+        if not backlog:
+            self._flush(keep=True)
+        elif _clock() - self._last_try >= retry_budget_s() / 2:
+            self._flush(budget_s=0, keep=True)  # one try (MLflow's own short retries only), no waiting beyond
+        self._trim()
+
+    def _flush(self, budget_s: float | None = None, keep: bool = False) -> None:
+        """Send the buffered metric batches, oldest first, then the gap tag when it changed.
+
+        keep=True leaves what could not be sent in the buffer (log_metrics); else TrackingUnavailable is raised.
+        """
+        try:
+            while self._pending:
+                self._last_try = _clock()
+                with_retries(
+                    self.client.log_batch,
+                    self._run_id,
+                    metrics=self._pending[0],
+                    what=f"log_metrics, run {self._run_id}",
+                    budget_s=budget_s,
+                )
+                self._pending.pop(0)
+            gap = compact_steps(self._gap)
+            if gap != self._gap_written:
+                with_retries(
+                    self.client.log_batch,
+                    self._run_id,
+                    tags=[RunTag(GAP_TAG, gap[:MAX_TAG_LENGTH])],
+                    what="gap tag",
+                    budget_s=budget_s,
+                )
+                self._gap_written = gap
+        except TrackingUnavailable as exc:
+            self._last_try = _clock()
+            if not keep:
+                raise
+            steps = compact_steps(m.step for batch in self._pending for m in batch)
+            _log.warning("%s; metrics of steps %s kept in memory until MLflow answers", exc, steps)
+
+    def _trim(self) -> None:
+        """Drop the oldest buffered batches beyond RLAN_MLFLOW_BUFFER_METRICS metrics; their steps become a gap."""
+        limit = int(_env_float(BUFFER_ENV, DEFAULT_BUFFER_METRICS))
+        while self._pending and sum(len(batch) for batch in self._pending) > limit:
+            dropped = self._pending.pop(0)
+            self._gap.update(m.step for m in dropped)
+            _log.warning(
+                "MLflow buffer of run %s full: metrics of step(s) %s dropped",
+                self._run_id,
+                compact_steps(m.step for m in dropped),
+            )
+
+    def note_gap(self, steps: Iterable[int]) -> None:
+        """Record steps whose metrics will never arrive: tag GAP_TAG, written with the next call that reaches MLflow."""
+        self._gap.update(int(step) for step in steps)
+
+    @property
+    def buffered_steps(self) -> list[int]:
+        """Steps with metrics still waiting for MLflow."""
+        return sorted({m.step for batch in self._pending for m in batch})
 
     def set_tags(self, tags: dict[str, Any]) -> None:
         if tags:
-            self.client.log_batch(self._run_id, tags=_tag_list(tags))
+            self._call("set_tags", self.client.log_batch, self._run_id, tags=_tag_list(tags))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self._run_id, str(path), artifact_path)
+        self._call("log_artifact", self.client.log_artifact, self._run_id, str(path), artifact_path)
 
     def log_text(self, text: str, artifact_file: str) -> None:
-        self.client.log_text(self._run_id, text, artifact_file)
+        self._call("log_text", self.client.log_text, self._run_id, text, artifact_file)
 
     def log_dict_yaml(self, tree: dict[str, Any], artifact_file: str) -> None:
         self.log_text(yaml.safe_dump(tree, sort_keys=False), artifact_file)
@@ -253,19 +444,26 @@ class RunLogger:
             plt.close(fig)
 
     def metric_history(self, key: str) -> list[tuple[int, float]]:
-        history = self.client.get_metric_history(self._run_id, sanitize_key(key))
-        return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+        """(step, value) of `key`, oldest first; buffered values are included."""
+        name = sanitize_key(key)
+        stored = with_retries(
+            self.client.get_metric_history, self._run_id, name, what=f"metric_history {name}"
+        )
+        # A buffered batch may already be stored (its answer lost): the same (step, timestamp, value) counts once.
+        found = {(m.step, m.timestamp, m.value) for m in stored}
+        found |= {(m.step, m.timestamp, m.value) for batch in self._pending for m in batch if m.key == name}
+        return [(step, value) for step, _, value in sorted(found, key=lambda m: (m[0], m[1]))]
 
     def last_logged_step(self, key: str) -> int | None:
         steps = [step for step, _ in self.metric_history(key)]
         return max(steps) if steps else None
 
     def end(self, status: str = "FINISHED") -> None:
-        """Terminate the run once; later calls do nothing."""
+        """Terminate the run once, after sending the buffered metrics; later calls do nothing."""
         if status not in ("FINISHED", "FAILED", "KILLED"):
             raise TrackingError(f"run status '{status}': expected FINISHED, FAILED or KILLED")
         if not self._ended:
-            self.client.set_terminated(self._run_id, status=status)
+            self._call("end", self.client.set_terminated, self._run_id, status=status)
             self._ended = True
 
     def __enter__(self) -> RunLogger:

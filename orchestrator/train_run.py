@@ -12,6 +12,7 @@ deterministic, so re-running the same command continues where it stopped, in the
 from __future__ import annotations
 
 import re
+import sys
 import threading
 from contextlib import nullcontext
 from pathlib import Path
@@ -33,7 +34,14 @@ from orchestrator.artifacts import (
 )
 from orchestrator.cluster import resolve_storage, start_ray
 from orchestrator.debug_run import EPOCH_LINE_KEYS, epoch_line
-from orchestrator.tracking import MAX_PARAM_LENGTH, RunLogger, resolve_tracking_uri, run_tags, sanitize_key
+from orchestrator.tracking import (
+    MAX_PARAM_LENGTH,
+    RunLogger,
+    TrackingUnavailable,
+    resolve_tracking_uri,
+    run_tags,
+    sanitize_key,
+)
 from rlan.config import RunConfig, config_from_dict
 from rlan.engine import Trainer
 
@@ -142,13 +150,19 @@ class MlflowTrainCallback(UserCallback):
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         if not metrics or "epoch" not in metrics[0]:
             return
-        if self._logger is None:
-            self._logger = RunLogger(self.tracking_uri, "", run_id=self.run_id)
-            self._last_step = self._logger.last_logged_step("epoch") or 0
         step = int(metrics[0]["epoch"])
-        if step > self._last_step:
-            self._logger.log_metrics(metrics[0], step=step)
-            self._last_step = step
+        try:
+            if self._logger is None:
+                self._logger = RunLogger(self.tracking_uri, "", run_id=self.run_id)
+                self._last_step = self._logger.last_logged_step("epoch") or 0
+            if step > self._last_step:
+                self._logger.log_metrics(metrics[0], step=step)  # buffered by RunLogger if MLflow is down
+                self._last_step = step
+        except TrackingUnavailable as exc:
+            # An exception here would fail the whole Train run: training goes on, the gap is reported.
+            print(f"rlan: MLflow unavailable, epoch {step} not logged: {exc}", file=sys.stderr, flush=True)
+            if self._logger is not None:
+                self._logger.note_gap([step])
 
 
 class EpochPrinter(threading.Thread):

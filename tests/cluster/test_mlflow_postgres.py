@@ -1,0 +1,291 @@
+"""A real MLflow tracking server on PostgreSQL 15: sweeps log over HTTP, `rlan compare` reads them back, and a
+server killed and restarted in the middle of a sweep costs no metric.
+
+PostgreSQL refuses to run as root, so as root initdb and postgres run as the `postgres` user (runuser), with a
+data folder in a temporary folder owned by it. The tests skip only when the PostgreSQL binaries are absent.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import ray
+from mlflow import MlflowClient
+
+from orchestrator.compare import compare_sweep
+from orchestrator.search_space import load_search_space
+from orchestrator.sweep import SweepSettings, run_sweep
+from orchestrator.tracking import GAP_TAG, RunLogger
+from tests.cluster._util import Background, free_port, wait_for
+from tests.conftest import tiny
+
+pytestmark = pytest.mark.slow
+PG_BIN = Path(os.environ.get("RLAN_PG_BIN", "/usr/lib/postgresql/15/bin"))
+MEASURED: dict[str, float] = {}
+
+
+# ------------------------------------------------------------------------------------------ PostgreSQL
+def _as_postgres() -> list[str]:
+    """The command prefix that runs a PostgreSQL server binary: as the `postgres` user when we are root."""
+    if os.geteuid() != 0:
+        return []
+    try:
+        pwd.getpwnam("postgres")
+    except KeyError:
+        pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
+    return ["runuser", "-u", "postgres", "--"]
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    """A throw-away PostgreSQL 15 on a free 127.0.0.1 port with database `mlflow`; yields its SQLAlchemy URI."""
+    if not (PG_BIN / "postgres").exists() or not (PG_BIN / "initdb").exists():
+        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set RLAN_PG_BIN to their folder)")
+    as_postgres = _as_postgres()
+    root = Path(tempfile.mkdtemp(prefix="rlan-pg-"))
+    password, port = secrets.token_hex(12), free_port()
+    (root / "pw").write_text(password + "\n")
+    if as_postgres:
+        shutil.chown(root, "postgres", "postgres")
+        shutil.chown(root / "pw", "postgres", "postgres")
+    run = lambda *cmd, **kw: subprocess.run(
+        [*as_postgres, *map(str, cmd)], check=True, capture_output=True, **kw
+    )
+    data = root / "data"
+    pg_ctl = [PG_BIN / "pg_ctl", "-D", data]
+    try:
+        run(
+            PG_BIN / "initdb",
+            "-D",
+            data,
+            "-U",
+            "rlan",
+            f"--pwfile={root / 'pw'}",
+            "-A",
+            "scram-sha-256",
+            "--no-sync",
+        )
+        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
+        run(*pg_ctl, "-o", options, "-l", root / "server.log", "-w", "-t", "60", "start")
+        env = dict(os.environ, PGPASSWORD=password)
+        subprocess.run(
+            [PG_BIN / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "rlan", "mlflow"],
+            check=True,
+            capture_output=True,
+            env=env,
+        )
+        yield f"postgresql://rlan:{password}@127.0.0.1:{port}/mlflow"
+    except subprocess.CalledProcessError as exc:
+        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
+        raise AssertionError(f"{exc.cmd[len(as_postgres)]} failed: {exc.stderr.decode()}{log}") from None
+    finally:
+        subprocess.run([*as_postgres, *map(str, pg_ctl), "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------ MLflow server
+class MlflowServer:
+    """`mlflow server` on PostgreSQL, on a fixed port so that it can be killed and started again at one URI."""
+
+    def __init__(self, backend: str, artifacts: Path, log: Path):
+        self.backend, self.artifacts, self.log = backend, artifacts, log
+        self.port = free_port()
+        self.uri = f"http://127.0.0.1:{self.port}"
+        self.process: subprocess.Popen | None = None
+
+    def start(self, timeout_s: float = 120) -> float:
+        """Start it and wait for /health; returns the seconds that took."""
+        started = time.monotonic()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
+        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job runner processes beside the server
+        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend]
+        command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
+        command += ["--artifacts-destination", str(self.artifacts)]
+        with open(self.log, "a") as log:  # the child keeps its own descriptor
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
+        wait_for(self.healthy, timeout_s, f"MLflow at {self.uri}/health", lambda: self.process.poll() is None)
+        return time.monotonic() - started
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
+                return response.status == 200
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        """SIGKILL to the server and its uvicorn worker (its own process group), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self.process = None
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(postgres, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("mlflow-server")
+    server = MlflowServer(postgres, folder / "artifacts", folder / "server.log")
+    try:
+        MEASURED["server first start, schema created (s)"] = server.start()
+        yield server
+    finally:
+        server.kill()
+        for key, value in MEASURED.items():
+            print(f"[mlflow-postgres] {key}: {value:.1f}")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():  # a module before us left one running
+        ray.shutdown()
+    # 3 logical CPUs: two 1-worker trials and their token-CPU drivers at once on this 2-core machine.
+    ray.init(num_cpus=3, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def sweep_settings(tmp_path: Path, server: MlflowServer, name: str, **kw) -> tuple[SweepSettings, object]:
+    space_file = tmp_path / "space.yaml"
+    space_file.write_text("training.learning_rate: {type: choice, values: [0.003, 0.001]}\n")
+    space = load_search_space(space_file)
+    settings = SweepSettings(
+        name=name,
+        storage=str(tmp_path / "ray_results"),
+        tracking_uri=server.uri,
+        experiment="postgres-sweeps",
+        search_space_file=space.path,
+        search_space_text=space.text,
+        trials=2,
+        concurrency=2,
+        scheduler="fifo",
+        echo=False,
+        **kw,
+    )
+    return settings, space
+
+
+def sweep_runs(uri: str, name: str):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("postgres-sweeps")
+    runs = (
+        client.search_runs([experiment.experiment_id], f"tags.`rlan.sweep` = '{name}'") if experiment else []
+    )
+    parents = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("rlan.role") == "trial"]
+    return client, parents, children
+
+
+def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
+    return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+
+
+# ------------------------------------------------------------------------------------------ tests
+def test_a_sweep_logged_over_http_reads_back_with_compare(mlflow_server, local_ray, tmp_path):
+    epochs = 2
+    settings, space = sweep_settings(tmp_path, mlflow_server, "over-http")
+    summary = run_sweep(tiny(f"training.max_epochs={epochs}"), space, settings)
+    assert summary["trials"] == 2 and summary["errors"] == 0
+
+    comparison = compare_sweep(mlflow_server.uri, "over-http", out=str(tmp_path / "compare"))
+    client, parents, children = sweep_runs(mlflow_server.uri, "over-http")
+    assert len(parents) == 1 and comparison.parent_run_id == parents[0].info.run_id
+    assert len(children) == 2 and len(comparison.trials) == 2
+    assert {t.run_id for t in comparison.trials} == {r.info.run_id for r in children}
+    for trial in comparison.trials:
+        assert trial.status == "FINISHED" and trial.stop_reason == "completed" and trial.epochs == epochs
+        assert trial.value is not None and "train/loss" in trial.diagnostics
+        for key in ("epoch", "score", "train/loss", "heldout/exact_match"):
+            assert steps(client, trial.run_id, key) == list(range(1, epochs + 1)), key
+    assert comparison.best is not None and comparison.best_config_yaml
+    # Artifacts go through the server's proxy into --artifacts-destination.
+    logged = {a.path for a in client.list_artifacts(parents[0].info.run_id, "compare")}
+    assert "compare/best_config.yaml" in logged
+    assert {a.path for a in client.list_artifacts(children[0].info.run_id, "plots")} >= {
+        "plots/learning_curves.png"
+    }
+
+
+def test_a_sweep_keeps_going_while_the_server_restarts(mlflow_server, local_ray, tmp_path):
+    epochs, name = 4, "server-restart"
+    settings, space = sweep_settings(tmp_path, mlflow_server, name, max_failures=0)
+    sweep = Background(lambda: run_sweep(tiny(f"training.max_epochs={epochs}"), space, settings))
+    sweep.start()
+
+    def first_epoch_logged() -> bool:
+        _, _, children = sweep_runs(mlflow_server.uri, name)
+        return any(run.data.metrics.get("epoch", 0) >= 1 for run in children)
+
+    wait_for(first_epoch_logged, 240, "the first trial's first epoch in MLflow", sweep.is_alive)
+    killed_at = time.time()
+    mlflow_server.kill()
+    # Keep it down until Train has checkpointed an epoch more (its report must now reach MLflow late).
+    snapshots = Path(settings.sweep_dir, "train").glob
+    newer = lambda: [
+        p for p in snapshots("trial-*/checkpoint_manager_snapshot.json") if p.stat().st_mtime > killed_at
+    ]
+    wait_for(
+        lambda: newer() and time.time() - killed_at > 3, 120, "an epoch during the outage", sweep.is_alive
+    )
+    MEASURED["restart: start to /health (s)"] = mlflow_server.start()
+    MEASURED["restart: server down (s)"] = time.time() - killed_at
+    summary = sweep.outcome(400)
+    MEASURED["restart: server back to sweep done (s)"] = (
+        time.time() - killed_at - MEASURED["restart: server down (s)"]
+    )
+
+    assert summary["trials"] == 2 and summary["errors"] == 0
+    client, parents, children = sweep_runs(mlflow_server.uri, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 2
+    for run in children:
+        assert run.info.status == "FINISHED" and run.data.tags["rlan.stop_reason"] == "completed"
+        assert GAP_TAG not in run.data.tags  # the outage was shorter than the retry budget: nothing missing
+        for key in ("epoch", "train/loss", "score"):
+            assert steps(client, run.info.run_id, key) == list(range(1, epochs + 1)), key
+
+
+def test_metrics_wait_in_memory_while_the_server_is_down(mlflow_server, monkeypatch):
+    # No retries at all, so every call made while the server is down fails at once and the buffer is used;
+    # a buffer of 2 metrics, so the logger with 2 keys per step must drop its oldest step and report it.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("RLAN_MLFLOW_RETRY_S", "0")
+    monkeypatch.setenv("RLAN_MLFLOW_BUFFER_METRICS", "2")
+    small = RunLogger(mlflow_server.uri, "postgres-buffer", run_name="one-key")
+    wide = RunLogger(mlflow_server.uri, "postgres-buffer", run_name="two-keys")
+    for logger in (small, wide):
+        logger.log_metrics({"a": 1.0, "b": 1.0} if logger is wide else {"a": 1.0}, step=1)
+
+    mlflow_server.kill()
+    started = time.monotonic()
+    for step in (2, 3):
+        small.log_metrics({"a": float(step)}, step=step)
+        wide.log_metrics({"a": float(step), "b": float(step)}, step=step)
+    assert time.monotonic() - started < 10  # nothing waits for the server
+    assert small.buffered_steps == [2, 3] and wide.buffered_steps == [3]
+    mlflow_server.start()
+
+    for logger in (small, wide):
+        logger.log_metrics({"a": 4.0, "b": 4.0} if logger is wide else {"a": 4.0}, step=4)
+        assert logger.buffered_steps == []
+        logger.end()
+    client = MlflowClient(mlflow_server.uri)
+    assert [(m.step, m.value) for m in client.get_metric_history(small.run_id, "a")] == [
+        (s, float(s)) for s in (1, 2, 3, 4)
+    ]
+    assert steps(client, wide.run_id, "a") == steps(client, wide.run_id, "b") == [1, 3, 4]
+    assert client.get_run(wide.run_id).data.tags[GAP_TAG] == "2"
+    assert GAP_TAG not in client.get_run(small.run_id).data.tags

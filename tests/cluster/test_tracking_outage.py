@@ -1,0 +1,235 @@
+"""MLflow outages without a server: retry classification and budget, the metric buffer, the gap tag, and the sweep
+callback going on when MLflow stays down. Fast; the same paths against a real server are in test_mlflow_postgres."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import pytest
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
+
+from orchestrator import tracking
+from orchestrator.sweep import HealthStopper
+from orchestrator.sweep_tracking import MlflowSweepCallback
+from orchestrator.tracking import (
+    GAP_TAG,
+    RunLogger,
+    TrackingError,
+    TrackingUnavailable,
+    compact_steps,
+    is_transient,
+    with_retries,
+)
+from tests.cluster._util import free_port
+from tests.conftest import tiny
+
+DOWN = "API request to http://127.0.0.1:1/api/2.0/mlflow/runs/log-batch failed with exception Max retries exceeded"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('outage')}/mlruns.db"
+
+
+@pytest.fixture
+def no_waiting(monkeypatch):
+    """Retries without real sleeps: the waits are recorded and the clock moves by them."""
+    waits: list[float] = []
+    clock = [time.monotonic()]
+    monkeypatch.setattr(tracking, "_sleep", lambda s: (waits.append(s), clock.__setitem__(0, clock[0] + s)))
+    monkeypatch.setattr(tracking, "_clock", lambda: clock[0])
+    return waits
+
+
+class Outage:
+    """Wraps a RunLogger's client.log_batch: while `down`, every call fails the way MLflow's REST client does."""
+
+    def __init__(self, logger: RunLogger, monkeypatch):
+        self.down, self.calls, real = False, 0, logger.client.log_batch
+
+        def log_batch(*args, **kwargs):
+            self.calls += 1
+            if self.down:
+                raise MlflowException(DOWN)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(logger.client, "log_batch", log_batch)
+
+
+def test_the_rest_clients_transport_failure_is_transient_and_a_bad_request_is_not(store, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException) as refused:
+        MlflowClient(f"http://127.0.0.1:{free_port()}").search_experiments()
+    assert is_transient(refused.value)
+    with pytest.raises(MlflowException) as unknown:
+        MlflowClient(store).get_run("0" * 32)
+    assert not is_transient(unknown.value)
+    assert is_transient(MlflowException("x", error_code=TEMPORARILY_UNAVAILABLE))
+    assert not is_transient(ValueError("bad"))
+
+
+def test_library_retries_are_shortened_unless_set(monkeypatch):
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    tracking.configure_http_retries()
+    assert tracking.os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4"
+    assert tracking.os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"  # the user's value stays
+
+
+def test_with_retries_waits_longer_each_time_within_its_budget(no_waiting):
+    failures = iter([MlflowException(DOWN)] * 3)
+
+    def flaky():
+        error = next(failures, None)
+        if error:
+            raise error
+        return "ok"
+
+    assert with_retries(flaky, what="probe", budget_s=60) == "ok"
+    assert no_waiting == [1.0, 2.0, 4.0]
+
+    no_waiting.clear()
+    with pytest.raises(TrackingUnavailable) as info:
+        with_retries(lambda: (_ for _ in ()).throw(MlflowException(DOWN)), what="log_metrics", budget_s=60)
+    assert sum(no_waiting) <= 60 and no_waiting[:5] == [1.0, 2.0, 4.0, 8.0, 15.0]
+    assert "MLflow unavailable for 60 s (log_metrics)" in str(info.value) and "\n" not in str(info.value)
+
+    calls = []
+    with pytest.raises(MlflowException):  # not transient: raised at once
+        with_retries(lambda: calls.append(1) or (_ for _ in ()).throw(MlflowException("bad")), what="x")
+    assert calls == [1]
+
+
+def test_metrics_are_buffered_while_mlflow_is_down_and_flushed_in_order(store, monkeypatch, no_waiting):
+    monkeypatch.setenv("RLAN_MLFLOW_RETRY_S", "30")
+    logger = RunLogger(store, "outage", run_name="buffer")
+    outage = Outage(logger, monkeypatch)
+    logger.log_metrics({"loss": 1.0}, step=1)
+
+    outage.down = True
+    logger.log_metrics({"loss": 2.0}, step=2)  # waits its whole budget once, then keeps the batch
+    waited = sum(no_waiting)
+    assert 15 <= waited <= 30 and logger.buffered_steps == [2]
+    calls = outage.calls
+    logger.log_metrics({"loss": 3.0}, step=3)  # MLflow was down a moment ago: no call, no wait
+    assert outage.calls == calls and sum(no_waiting) == waited and logger.buffered_steps == [2, 3]
+    assert logger.metric_history("loss") == [(1, 1.0), (2, 2.0), (3, 3.0)]  # buffered values are visible
+    with pytest.raises(TrackingUnavailable):  # anything else needs MLflow, after the buffered metrics
+        logger.set_tags({"k": "v"})
+
+    outage.down = False
+    tracking._sleep(15.0)  # half the budget later, the next batch tries once and takes the backlog along
+    logger.log_metrics({"loss": 4.0}, step=4)
+    assert logger.buffered_steps == []
+    logger.end()
+    history = MlflowClient(store).get_metric_history(logger.run_id, "loss")
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+    assert GAP_TAG not in MlflowClient(store).get_run(logger.run_id).data.tags
+
+
+def test_a_full_buffer_drops_the_oldest_steps_and_reports_them(store, monkeypatch, no_waiting):
+    monkeypatch.setenv("RLAN_MLFLOW_RETRY_S", "0")
+    monkeypatch.setenv("RLAN_MLFLOW_BUFFER_METRICS", "4")
+    logger = RunLogger(store, "outage", run_name="gap")
+    outage = Outage(logger, monkeypatch)
+    outage.down = True
+    for step in range(1, 5):
+        logger.log_metrics({"a": 1.0, "b": 2.0}, step=step)
+    assert logger.buffered_steps == [3, 4]
+    outage.down = False
+    logger.end()
+    run = MlflowClient(store).get_run(logger.run_id)
+    assert run.data.tags[GAP_TAG] == "1-2" and run.info.status == "FINISHED"
+    assert [m.step for m in MlflowClient(store).get_metric_history(logger.run_id, "b")] == [3, 4]
+
+
+def test_end_raises_while_mlflow_is_down_and_works_after(store, monkeypatch, no_waiting):
+    monkeypatch.setenv("RLAN_MLFLOW_RETRY_S", "0")
+    logger = RunLogger(store, "outage", run_name="end")
+    outage = Outage(logger, monkeypatch)
+    outage.down = True
+    logger.log_metrics({"a": 1.0}, step=1)
+    with pytest.raises(TrackingError, match="MLflow unavailable"):
+        logger.end()
+    outage.down = False
+    logger.end()
+    assert MlflowClient(store).get_run(logger.run_id).info.status == "FINISHED"
+
+
+def test_compact_steps():
+    assert compact_steps([9, 3, 4, 5, 4]) == "3-5,9"
+    assert compact_steps([]) == "" and compact_steps([7]) == "7"
+
+
+# ------------------------------------------------------------------------------------------ sweep callback
+def _callback(store: str) -> MlflowSweepCallback:
+    parent = RunLogger(
+        store, "outage-sweep", run_name="sweep", tags={"rlan.sweep": "s", "rlan.role": "sweep"}
+    )
+    config = tiny()
+    return MlflowSweepCallback(
+        store, "outage-sweep", "s", parent.run_id, config.to_dict(), 3, "score", 3, echo=False
+    )
+
+
+def test_an_epoch_that_never_reached_tune_is_reported_as_a_gap(store):
+    callback = _callback(store)
+    trial = SimpleNamespace(trial_id="t1", config={})
+    callback.on_trial_start(0, [], trial)
+    for epoch in (1, 3, 3):  # epoch 2's report died with its trial driver; 3 is re-reported after a restart
+        callback.on_trial_result(
+            0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
+        )
+    callback.on_trial_complete(0, [], trial)
+    client = MlflowClient(store)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't1'"
+    )
+    assert run.data.tags[GAP_TAG] == "2" and run.info.status == "FINISHED"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "score")] == [1, 3]
+
+
+def test_the_sweep_callback_goes_on_when_mlflow_stays_down(store, monkeypatch, capsys):
+    callback = _callback(store)
+    trial = SimpleNamespace(trial_id="t2", config={})
+
+    def down(*args, **kwargs):
+        raise TrackingUnavailable("MLflow unavailable for 60 s (test)")
+
+    monkeypatch.setattr(RunLogger, "__init__", down)  # the child run cannot even be opened
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"epoch": 1.0, "score": 0.1})
+    callback.on_trial_complete(0, [], trial)
+    callback.on_trial_error(0, [], SimpleNamespace(trial_id="t3", config={}, error_message="boom"))
+    warnings = capsys.readouterr().err
+    assert warnings.count("not written to MLflow: MLflow unavailable") == 4
+    monkeypatch.undo()
+    callback.on_trial_result(0, [], trial, {"epoch": 2.0, "score": 0.2})  # MLflow back: epoch 1 is the gap
+    callback.on_trial_complete(0, [], trial)
+    client = MlflowClient(store)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't2'"
+    )
+    assert run.data.tags[GAP_TAG] == "1" and [
+        m.step for m in client.get_metric_history(run.info.run_id, "score")
+    ] == [2]
+
+
+# ------------------------------------------------------------------------------------------ NaN batches
+def test_the_health_stopper_ends_a_nan_trial_as_unhealthy_and_killed(store):
+    stopper = HealthStopper(nan_batches_abort=3)
+    assert not stopper("t", {"train/loss": 1.0, "nan_batches": 2})
+    assert stopper("t", {"train/loss": 1.0, "nan_batches": 3})
+    assert stopper("t", {"train/loss": 1.0, "epoch_aborted": 1.0})
+    assert stopper("t", {"train/loss": float("nan")}) and not stopper.stop_all()
+    callback = _callback(store)
+    trial = SimpleNamespace(trial_id="t4", config={})
+    callback.on_trial_result(0, [], trial, {"epoch": 1.0, "train/loss": float("inf"), "nan_batches": 3.0})
+    callback.on_trial_complete(0, [], trial)
+    client = MlflowClient(store)
+    experiment = client.get_experiment_by_name("outage-sweep").experiment_id
+    (run,) = client.search_runs([experiment], "tags.`rlan.trial_id` = 't4'")
+    assert run.data.tags["rlan.stop_reason"] == "unhealthy" and run.info.status == "KILLED"

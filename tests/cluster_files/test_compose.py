@@ -95,7 +95,7 @@ def test_mlflow_serves_artifacts_from_postgres_and_a_volume(compose):
     mlflow = compose["services"]["mlflow"]
     env = environment(mlflow)
     assert mlflow["command"][:2] == ["mlflow", "server"] and "--serve-artifacts" in mlflow["command"]
-    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql://")
+    assert env["MLFLOW_BACKEND_STORE_URI"].startswith("postgresql+psycopg2://")
     assert "@postgres:5432/" in env["MLFLOW_BACKEND_STORE_URI"]
     assert any(v.endswith(":" + env["MLFLOW_ARTIFACTS_DESTINATION"]) for v in mlflow["volumes"])
     allowed = with_defaults(env["MLFLOW_SERVER_ALLOWED_HOSTS"]).split(",")

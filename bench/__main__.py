@@ -1,0 +1,87 @@
+"""`python -m bench` (= `make bench`): RLAN training/inference/data/orchestration throughput.
+
+    python -m bench                  # h128 and h256, bucketed and 30x30 canvases, data pipeline
+    python -m bench --quick          # h128 only, few batches and repeats (a smoke test, ~1 minute)
+    python -m bench --orchestration  # also rlan debug / train / sweep overheads (several minutes)
+    python -m bench --gpu            # also CUDA bf16 rows (hidden 256, batch 50) when a GPU is present
+
+Prints a table and writes bench/results.json (see docs/performance.md for the method).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from bench import data, report
+from bench.flops import matmul_rate
+from bench.stats import machine
+from bench.train import run_isolated
+from bench.workload import Shape
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="hidden 128 only, 2+1 batches, 2 repeats")
+    p.add_argument("--hidden", type=int, nargs="+", help="hidden sizes (default 128 256; quick: 128)")
+    p.add_argument("--canvas", nargs="+", choices=["bucketed", "fixed"], default=["bucketed", "fixed"])
+    p.add_argument("--batches", type=int, help="bucketed batches per pass (default 8; quick 2)")
+    p.add_argument("--fixed-batches", type=int, help="30x30 batches per pass (default 3; quick 1)")
+    p.add_argument("--repeats", type=int, help="timed passes per shape (default 3; quick 2)")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's, here 2)")
+    p.add_argument("--no-inference", action="store_true", help="skip (b) inference timing")
+    p.add_argument("--no-data", action="store_true", help="skip (c) the data pipeline")
+    p.add_argument("--orchestration", action="store_true", help="(d) rlan debug/train/sweep (minutes)")
+    p.add_argument("--gpu", action="store_true", help="CUDA bf16 rows when CUDA is available")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per shape before giving up")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default bench/results.json)")
+    args = p.parse_args(argv)
+    args.hidden = args.hidden or ([128] if args.quick else [128, 256])
+    args.batches = args.batches or (2 if args.quick else 8)
+    args.fixed_batches = args.fixed_batches or (1 if args.quick else 3)
+    args.repeats = args.repeats or (2 if args.quick else 3)
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    results: dict = {"machine": machine(), "mode": "quick" if args.quick else "full", "train": []}
+    results["matmul_fp32_gflops"] = matmul_rate(repeats=3 if args.quick else 7)
+    for hidden in args.hidden:
+        for canvas in args.canvas:
+            batches = args.batches if canvas == "bucketed" else args.fixed_batches
+            shape = Shape(hidden=hidden, canvas=canvas)
+            row = run_isolated(shape, batches, args.repeats, not args.no_inference, True, args.timeout)
+            results["train"].append(row)
+            print(report.train_table([row], results["matmul_fp32_gflops"]["median"])[-1], flush=True)
+    # The reference rate again at the end: the two bracket the training rows (a busy machine shows here).
+    results["matmul_fp32_gflops_after"] = matmul_rate(repeats=3 if args.quick else 7)
+    if not args.no_data:
+        results["data"] = data.measure(repeats=1 if args.quick else 3, max_batches=50 if args.quick else None)
+    if args.orchestration:
+        from bench import orchestration
+
+        results["orchestration"] = orchestration.measure()
+    if args.gpu:
+        from bench import gpu
+
+        results["gpu"] = gpu.measure(batches=2 if args.quick else 6, repeats=2 if args.quick else 5)
+    results["targets"] = report.targets(results)
+    results["wall_s"] = time.perf_counter() - started
+    print()
+    print(report.render(results))
+    report.write(results, args.out)
+    print(f"\nwrote {args.out}")
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,7 +1,6 @@
-"""MLflow tracking through MlflowClient only: every call names its run, so several runs can be open in one
-process (a sweep's parent run beside its trials) and no global state is left behind. MLflow 3 refuses the
-file store, so the tracking URI is a SQLite file (one process, or a few on one machine) or an
-`mlflow server` over http(s) (many processes or nodes).
+"""MLflow runs through MlflowClient only: every call names its run, so several runs can be open in one process
+(a sweep's parent beside its trials) and no global state is left behind. URIs and run tags live in
+orchestrator/tracking_uri.py (re-exported here): a SQLite file or an `mlflow server` over http(s).
 
 Metric and param keys are sanitised by `sanitize_key`, a fixed rule, so a key logged once always maps to the
 same MLflow name:
@@ -29,8 +28,7 @@ MLflow outages (a tracking server restarted or briefly unreachable; docs/reliabi
     dropped and their steps are written, once MLflow answers again, as the tag `rlan.metrics_gap` ("3-5,9").
     Callers that see an epoch missing for another reason (a trial driver that died between Train registering a
     checkpoint and Tune receiving that epoch) record it with `note_gap`, in the same tag.
-  - A metric batch still buffered when the process dies is lost (the tag cannot be written then either).
-"""
+  - A metric batch still buffered when the process dies is lost (the tag cannot be written then either)."""
 
 from __future__ import annotations
 
@@ -38,24 +36,25 @@ import logging
 import numbers
 import os
 import re
-import subprocess
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable
-from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-if TYPE_CHECKING:
-    from rlan.config import RunConfig
+from orchestrator.tracking_uri import (  # noqa: F401  (re-exported: the public tracking API)
+    TrackingError,
+    check_reachable,
+    default_artifact_root,
+    git_commit,
+    resolve_tracking_uri,
+    run_tags,
+)
 
 MAX_KEY_LENGTH = 250
 MAX_PARAM_LENGTH = 6000
@@ -63,8 +62,6 @@ MAX_TAG_LENGTH = 8000
 PARAMS_PER_BATCH = 100
 METRICS_PER_BATCH = 1000
 PARENT_TAG = "mlflow.parentRunId"
-_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
-_EXPECTED = "expected sqlite:///path/to/mlruns.db or http(s)://host:port"
 GAP_TAG = "rlan.metrics_gap"
 RETRY_ENV, BUFFER_ENV = "RLAN_MLFLOW_RETRY_S", "RLAN_MLFLOW_BUFFER_METRICS"
 DEFAULT_RETRY_S, DEFAULT_BUFFER_METRICS = 60.0, 100_000
@@ -77,10 +74,6 @@ LIBRARY_RETRIES = {
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 _clock, _sleep = time.monotonic, time.sleep  # module names, so tests can run the waits without waiting
-
-
-class TrackingError(RuntimeError):
-    """A tracking problem, phrased as one line."""
 
 
 class TrackingUnavailable(TrackingError):
@@ -157,86 +150,6 @@ def compact_steps(steps: Iterable[int]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ URIs
-def resolve_tracking_uri(cli_value: str | None) -> str:
-    """--tracking-uri, else $MLFLOW_TRACKING_URI, else sqlite:///<cwd>/mlruns.db; SQLite paths absolute."""
-    env_value = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    if cli_value and cli_value.strip():
-        value, origin = cli_value.strip(), "--tracking-uri"
-    elif env_value:
-        value, origin = env_value, "MLFLOW_TRACKING_URI"
-    else:
-        return _sqlite_uri(Path.cwd() / "mlruns.db")
-    where = f"{origin} '{value}'"
-    if value.startswith(("http://", "https://")):
-        if not value.split("://", 1)[1].split("/", 1)[0]:
-            raise TrackingError(f"{where}: no host; {_EXPECTED}")
-        return value
-    if value.startswith("file:"):
-        raise _file_store_error(where, Path(urllib.parse.urlparse(value).path or "mlruns"))
-    if value.startswith("sqlite:"):
-        path, _, query = value.removeprefix("sqlite:").partition("?")
-        if not path.startswith("///") or not path[3:] or path[3:] == ":memory:":
-            raise TrackingError(f"{where}: no database file; {_EXPECTED}")
-        return _sqlite_uri(Path(path[3:]), query)
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:", value):
-        raise TrackingError(f"{where}: unsupported scheme; {_EXPECTED}")
-    path = Path(value).expanduser()
-    if path.is_dir() or value.endswith("/") or (path.suffix not in _SQLITE_SUFFIXES and not path.is_file()):
-        raise _file_store_error(where, path)  # a folder is how MLflow names a file store
-    return _sqlite_uri(path)
-
-
-def _file_store_error(where: str, folder: Path) -> TrackingError:
-    suggestion = _sqlite_uri(folder.parent / f"{folder.name or 'mlruns'}.db")
-    return TrackingError(f"{where}: MLflow 3 refuses the file store; use {suggestion}")
-
-
-def _sqlite_uri(path: Path, query: str = "") -> str:
-    # An absolute path gives four slashes (sqlite:////abs/x.db); Ray workers chdir, so never relative.
-    absolute = os.path.abspath(path.expanduser())
-    return f"sqlite:///{absolute}" + (f"?{query}" if query else "")
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    if not uri.startswith("sqlite:///"):
-        return None
-    return Path(uri.removeprefix("sqlite:///").partition("?")[0])
-
-
-def check_reachable(uri: str, timeout_s: float = 5) -> None:
-    """Fail early, in one line, when the tracking store cannot be used (before any run starts)."""
-    sqlite_path = _sqlite_path(uri)
-    if sqlite_path is not None:
-        folder = sqlite_path.parent
-        if not folder.is_dir():
-            raise TrackingError(f"cannot reach MLflow at {uri}: folder {folder} does not exist")
-        if not os.access(folder, os.W_OK) or (sqlite_path.exists() and not os.access(sqlite_path, os.W_OK)):
-            raise TrackingError(f"cannot reach MLflow at {uri}: {sqlite_path} is not writable")
-        return
-    if not uri.startswith(("http://", "https://")):
-        raise TrackingError(f"cannot reach MLflow at {uri}: {_EXPECTED}")
-    base = uri.rstrip("/")
-    reason = "no answer"
-    for probe in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
-        try:
-            with urllib.request.urlopen(base + probe, timeout=timeout_s) as response:
-                if response.status < 400:
-                    return
-                reason = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            reason = f"HTTP {exc.code} {exc.reason}"
-        except (urllib.error.URLError, OSError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-            break  # the host itself did not answer; a second path will not help
-    raise TrackingError(f"cannot reach MLflow at {uri}: {' '.join(reason.split())}")
-
-
-def default_artifact_root(uri: str) -> str | None:
-    """For a SQLite store: <db folder>/mlartifacts as a file:// URI (else MLflow would use <cwd>/mlruns)."""
-    sqlite_path = _sqlite_path(uri)
-    return (sqlite_path.parent / "mlartifacts").as_uri() if sqlite_path is not None else None
-
-
 def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
     experiment = client.get_experiment_by_name(name)
     if experiment is None:
@@ -485,34 +398,3 @@ def _tag_list(tags: dict[str, Any]) -> list[RunTag]:
 
 
 # ------------------------------------------------------------------------------------------ provenance
-def git_commit(cwd: str | Path | None = None) -> str | None:
-    """HEAD of the repository holding cwd (default: this package's folder); None outside a repository."""
-    folder = Path(cwd) if cwd is not None else Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5, check=False
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    commit = out.stdout.strip()
-    return commit if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40,64}", commit) else None
-
-
-def _version(package: str) -> str:
-    try:
-        return metadata.version(package)
-    except metadata.PackageNotFoundError:
-        return "missing"
-
-
-def run_tags(config: RunConfig, extra: dict[str, Any] | None = None) -> dict[str, str]:
-    """Provenance tags of a run: config hash, git commit and library versions; extra wins on a clash."""
-    tags = {"rlan.config_hash": config.config_hash()}
-    for package in ("torch", "ray", "mlflow"):  # from metadata: no import of ray (slow) here
-        tags[f"rlan.version.{package}"] = _version(package)
-    commit = git_commit()
-    if commit:
-        tags["rlan.git_commit"] = commit
-        tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
-    tags.update(extra or {})
-    return _tag_strings(tags)

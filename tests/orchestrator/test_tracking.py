@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from orchestrator import tracking  # noqa: E402
+from orchestrator import tracking, tracking_uri  # noqa: E402
 from orchestrator.tracking import (  # noqa: E402
     RunLogger,
     TrackingError,
@@ -213,7 +213,7 @@ def test_get_or_create_experiment_is_idempotent(store):
 
 # ------------------------------------------------------------------------------------ provenance
 def test_run_tags_hold_hash_commit_and_versions(monkeypatch):
-    monkeypatch.setattr(tracking, "git_commit", lambda: "a" * 40)
+    monkeypatch.setattr(tracking_uri, "git_commit", lambda: "a" * 40)
     tags = run_tags(RunConfig(), {"sweep": "s1", "rlan.version.ray": "override"})
     assert tags["rlan.config_hash"] == RunConfig().config_hash()
     assert tags["rlan.git_commit"] == "a" * 40 and tags["sweep"] == "s1"

@@ -6,10 +6,20 @@ import torch
 import torch.nn as nn
 
 from rlan.data.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS
+from rlan.model.attention import attend, project_keys
+from rlan.model.dropout import Dropout
+from rlan.model.fused import group_norm_gelu, recompute
 
 
-def conv_block(in_dim: int, out_dim: int, kernel: int) -> nn.Sequential:
-    return nn.Sequential(
+class ConvBlock(nn.Sequential):
+    """Conv -> GroupNorm(8) -> GELU; the norm and GELU run as one step that keeps only the conv output."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return group_norm_gelu(self[0](x), self[1])
+
+
+def conv_block(in_dim: int, out_dim: int, kernel: int) -> ConvBlock:
+    return ConvBlock(
         nn.Conv2d(in_dim, out_dim, kernel, padding=kernel // 2), nn.GroupNorm(8, out_dim), nn.GELU()
     )
 
@@ -58,8 +68,9 @@ class ContextEncoder(nn.Module):
 
     def encode_pairs(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """(M, L, L) x 2 -> (M, D, s, s)."""
-        x_in = self.input_branch(self.embed_grid(inputs))
-        x_out = self.output_branch(self.embed_grid(outputs))
+        # The embedding (a per-cell Linear + LN) is recomputed in the backward rather than kept.
+        x_in = self.input_branch(recompute(self.embed_grid, inputs))
+        x_out = self.output_branch(recompute(self.embed_grid, outputs))
         fused = self.fuse(torch.cat([x_in, x_out, x_out - x_in], dim=1))
         return self.downsample(fused) + self.pooled_position
 
@@ -103,13 +114,12 @@ class CrossAttentionInjector(nn.Module):
         self.norm1 = nn.LayerNorm(d)
         self.ffn = nn.Sequential(nn.Linear(d, 4 * d), nn.GELU(), nn.Linear(4 * d, d))
         self.norm2 = nn.LayerNorm(d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
     def forward(self, features: torch.Tensor, support_maps: torch.Tensor, support_mask: torch.Tensor):
         b, d, h, w = features.shape
         x = features.flatten(2).transpose(1, 2)
-        tokens, padding = support_tokens(support_maps, support_mask)
-        attended = self.attn(x, tokens, tokens, key_padding_mask=padding, need_weights=False)[0]
+        attended = attend(self.attn, x, project_keys(self.attn, *support_tokens(support_maps, support_mask)))
         x = self.norm1(x + self.drop(attended))
-        x = self.norm2(x + self.drop(self.ffn(x)))
+        x = self.norm2(x + self.drop(recompute(self.ffn, x)))  # the (B, HW, 4D) hidden is not kept
         return x.transpose(1, 2).reshape(b, d, h, w)

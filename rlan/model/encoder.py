@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 
 from rlan.data.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS
+from rlan.model.dropout import Dropout
 
 
 def sinusoid_1d(length: int, dim: int) -> torch.Tensor:
@@ -39,7 +40,7 @@ class GridEncoder(nn.Module):
         nn.init.xavier_uniform_(self.proj.weight)
         nn.init.zeros_(self.proj.bias)
         self.norm = nn.LayerNorm(hidden_dim)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         # TRM-style embedding scale: LN output is unit-variance, the solver expects larger activations.
         self.scale = math.sqrt(hidden_dim)
 

@@ -68,7 +68,7 @@ class HyperLoRA(nn.Module):
     def compute_deltas(self, context: torch.Tensor, delta_scale: float) -> LoraDeltas:
         """Per target: dW = delta_scale * scaling * A(c) B(c); regularised raw, then norm-clamped."""
         b, d = context.shape
-        deltas, raw_norms, clamped_norms = {}, [], []
+        deltas, factors, raw_norms, clamped_norms = {}, {}, [], []
         for target in TARGETS:
             a = self.factor_a[target](context).view(b, d, self.rank)
             bb = self.factor_b[target](context).view(b, self.rank, d)
@@ -76,6 +76,7 @@ class HyperLoRA(nn.Module):
             norm = torch.linalg.matrix_norm(raw)  # Frobenius, (B,)
             factor = (self.max_norm / norm.clamp_min(1e-12)).clamp(max=1.0)
             deltas[target] = raw * factor[:, None, None]
+            factors[target] = (a * (delta_scale * self.scaling * factor)[:, None, None], bb)
             raw_norms.append(norm.mean())
             clamped_norms.append(norm * factor)
         return LoraDeltas(
@@ -83,6 +84,7 @@ class HyperLoRA(nn.Module):
             context=context,
             reg_loss=self.reg_weight * torch.stack(raw_norms).sum(),
             norm=torch.stack(clamped_norms).mean(),
+            factors=factors,
         )
 
     def forward(

@@ -31,12 +31,16 @@ class LoraDeltas:
     context: torch.Tensor  # (B, D) pooled support context that produced them
     reg_loss: torch.Tensor  # scalar: weight * sum over targets of mean_b ||raw delta||_F
     norm: torch.Tensor  # scalar: mean per-sample Frobenius norm after the clamp (diagnostic)
+    # Optional low-rank form of the same deltas, {target: (left (B, D, r), right (B, r, D))} with
+    # delta = left @ right; the solver uses it when present (cheaper). Drop it if you change a delta.
+    factors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 @dataclass
 class RLANOutput:
     logits: torch.Tensor  # (B, 11, H, W) final step
-    all_logits: list[torch.Tensor]  # T tensors, (B, 11, H, W)
+    all_logits: list[torch.Tensor]  # T tensors, (B, 11, H, W); only the last has a graph, unless
+    # RecursiveSolver.intermediate_grad is set (the losses use the last step only)
     attention_maps: torch.Tensor  # (B, K, H, W), sums to 1 over valid pixels
     centroids: torch.Tensor  # (B, K, 2) in [0, 1] canvas units (row, col)
     stop_logits: torch.Tensor  # (B, K) raw logits (squashed only if model.stop_logit_squash)

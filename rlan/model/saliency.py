@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from rlan.data.constants import MAX_GRID_SIDE, NUM_COLORS, NUM_INPUT_TOKENS, PAD
+from rlan.model.dropout import Dropout
 from rlan.model.encoder import sinusoid_2d
 
 SCORE_CLAMP = 50.0
@@ -49,7 +50,7 @@ class StopHead(nn.Module):
         super().__init__()
         d = hidden_dim
         self.hidden = nn.Linear(2 * d + 4, d // 2)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
         self.out = nn.Linear(d // 2, 1)
         # The original's init: confidence starts as a strong "stop" signal, context as a weaker one.
         nn.init.kaiming_normal_(self.hidden.weight)

@@ -6,29 +6,46 @@ import math
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from rlan.config import ModelConfig
 from rlan.data.constants import NUM_CLASSES, NUM_INPUT_TOKENS
+from rlan.model.attention import Keys, attend, project_keys
 from rlan.model.context import support_tokens
+from rlan.model.dropout import Dropout
+from rlan.model.fused import mix, recompute_if_large, soft_clamp, swiglu, swiglu_down_tanh
 from rlan.model.output import LoraDeltas
 
 HIDDEN_CLAMP = (8.0, 10.0)
 
 
-def soft_clamp(x: torch.Tensor, threshold: float, limit: float) -> torch.Tensor:
-    """Identity for |x| <= threshold, then a tanh knee that never exceeds limit (ref 3.7)."""
-    span = limit - threshold
-    knee = x.sign() * (threshold + span * torch.tanh((x.abs() - threshold).clamp_min(0) / (span / 2)))
-    return torch.where(x.abs() <= threshold, x, knee)
+def apply_lora(
+    y: torch.Tensor, delta: torch.Tensor | None, factors: tuple[torch.Tensor, torch.Tensor] | None = None
+) -> torch.Tensor:
+    """y + y . dW on the channels of every pixel: (B, D, H, W) with a per-sample (B, D, D) map.
 
-
-def apply_lora(y: torch.Tensor, delta: torch.Tensor | None) -> torch.Tensor:
-    """y + y . dW on the channels of every pixel: (B, D, H, W) with a per-sample (B, D, D) map."""
+    With factors (left (B, D, r), right (B, r, D), dW = left @ right) it is computed as
+    (y left) right: 2r/D of the dense product's FLOPs (1/8 at hidden 128, rank 8). A channels-last y
+    is used as the (B, H*W, D) matrix it already is, without a copy.
+    """
     if delta is None:
         return y
     b, d, h, w = y.shape
-    return y + torch.bmm(delta.transpose(1, 2), y.reshape(b, d, h * w)).view(b, d, h, w)
+    if y.is_contiguous(memory_format=torch.channels_last):
+        rows = y.permute(0, 2, 3, 1).reshape(b, h * w, d)  # a view
+        term = rows @ delta if factors is None else (rows @ factors[0]) @ factors[1]
+        return y + term.view(b, h, w, d).permute(0, 3, 1, 2)
+    flat = y.reshape(b, d, h * w)
+    if factors is None:
+        return y + torch.bmm(delta.transpose(1, 2), flat).view(b, d, h, w)
+    left, right = factors
+    return y + torch.bmm(right.transpose(1, 2), torch.bmm(left.transpose(1, 2), flat)).view(b, d, h, w)
+
+
+def lora_terms(lora: LoraDeltas | None, target: str):
+    """(delta, factors) of one target for apply_lora; (None, None) without LoRA."""
+    if lora is None:
+        return None, None
+    return getattr(lora, target), None if lora.factors is None else lora.factors[target]
 
 
 def residual_weight(step: int) -> float:
@@ -50,7 +67,11 @@ class SwiGLUConv(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         gate, up = self.up(x).chunk(2, dim=1)
-        return self.down(F.silu(gate) * up)
+        return self.down(swiglu(gate, up))
+
+    def forward_tanh(self, x: torch.Tensor) -> torch.Tensor:
+        """tanh(forward(x)), keeping less for the backward (the gated product is recomputed)."""
+        return swiglu_down_tanh(self.up(x), self.down)
 
 
 class ConvGRUCell(nn.Module):
@@ -75,17 +96,22 @@ class ConvGRUCell(nn.Module):
 
     def forward(self, z_gates, z_candidate, h: torch.Tensor | None, lora: LoraDeltas | None):
         # h is None on the first step: the zero state adds nothing to any conv, so skip them.
-        gates = z_gates if h is None else z_gates + self.gates_h(h)
-        reset, update = gates.chunk(2, dim=1)
-        d_reset, d_update, d_candidate = (
-            (None, None, None) if lora is None else (lora.gru_reset, lora.gru_update, lora.gru_candidate)
+        return (
+            self.first(z_gates, z_candidate, lora) if h is None else self.step(z_gates, z_candidate, h, lora)
         )
-        reset = torch.sigmoid(apply_lora(reset, d_reset))
-        update = torch.sigmoid(apply_lora(update, d_update))
-        p = z_candidate if h is None else z_candidate + self.candidate_h(reset * h)
-        candidate = torch.tanh(self.swiglu(apply_lora(p, d_candidate)))
-        mixed = update * candidate if h is None else (1 - update) * h + update * candidate
-        return self.norm(soft_clamp(mixed, *HIDDEN_CLAMP))
+
+    def first(self, z_gates, z_candidate, lora: LoraDeltas | None) -> torch.Tensor:
+        update = torch.sigmoid(apply_lora(z_gates.chunk(2, dim=1)[1], *lora_terms(lora, "gru_update")))
+        candidate = self.swiglu.forward_tanh(apply_lora(z_candidate, *lora_terms(lora, "gru_candidate")))
+        return self.norm(soft_clamp(update * candidate, *HIDDEN_CLAMP))
+
+    def step(self, z_gates, z_candidate, h: torch.Tensor, lora: LoraDeltas | None) -> torch.Tensor:
+        reset, update = (z_gates + self.gates_h(h)).chunk(2, dim=1)
+        reset = torch.sigmoid(apply_lora(reset, *lora_terms(lora, "gru_reset")))
+        update = torch.sigmoid(apply_lora(update, *lora_terms(lora, "gru_update")))
+        p = z_candidate + self.candidate_h(reset * h)
+        candidate = self.swiglu.forward_tanh(apply_lora(p, *lora_terms(lora, "gru_candidate")))
+        return self.norm(soft_clamp(mix(h, candidate, update), *HIDDEN_CLAMP))  # (1 - u) h + u c
 
 
 class SolverCrossAttention(nn.Module):
@@ -99,28 +125,41 @@ class SolverCrossAttention(nn.Module):
         self.attn = nn.MultiheadAttention(d, num_heads, dropout=dropout, batch_first=True)
         self.gate = nn.Linear(d, d)
         self.norm_out = nn.LayerNorm(d)
-        self.drop = nn.Dropout(dropout)
+        self.drop = Dropout(dropout)
 
-    def prepare(self, support_maps: torch.Tensor, support_mask: torch.Tensor):
-        """Normalised tokens and key-padding mask, once per forward for all T steps."""
+    def prepare(self, support_maps: torch.Tensor, support_mask: torch.Tensor) -> Keys:
+        """Normalised and projected keys and values, once per forward for all T steps."""
         tokens, padding = support_tokens(support_maps, support_mask)
-        return self.norm_kv(tokens), padding
+        return project_keys(self.attn, self.norm_kv(tokens), padding)
 
-    def forward(self, h: torch.Tensor, tokens: torch.Tensor, padding: torch.Tensor) -> torch.Tensor:
+    def run(self, h: torch.Tensor, keys: Keys) -> torch.Tensor:
+        """forward, recomputed in the backward on large canvases (rlan.model.fused.LARGE_CANVAS).
+
+        It keeps ~7 (B, HW, D) maps per solver step for ~2% of the step's FLOPs. Recomputing costs
+        ~7% of the step's time (it redraws the dropout masks), so only where the memory peaks are.
+        """
+        return recompute_if_large(h.shape[-2] * h.shape[-1], self, h, keys, random=True)
+
+    def forward(self, h: torch.Tensor, keys: Keys) -> torch.Tensor:
         b, d, hh, ww = h.shape
         x = h.flatten(2).transpose(1, 2)
-        attended = self.attn(self.norm_q(x), tokens, tokens, key_padding_mask=padding, need_weights=False)[0]
+        attended = attend(self.attn, self.norm_q(x), keys)
         x = self.norm_out(x + torch.sigmoid(self.gate(x)) * self.drop(attended))
         return x.transpose(1, 2).reshape(b, d, hh, ww)
 
 
 class RecursiveSolver(nn.Module):
+    # The losses read the last step's logits only (deep supervision is off, reference 4.6), so the
+    # earlier steps' logits are computed without a graph: their output-head backward (and activations)
+    # would be spent on a zero gradient. Set True to train on all_logits (e.g. deep supervision).
+    intermediate_grad: bool = False
+
     def __init__(self, config: ModelConfig):
         super().__init__()
         d = config.hidden_dim
         self.aggregate = nn.Sequential(nn.Conv2d(d, d, 1), nn.GELU(), nn.GroupNorm(8, d))
         self.input_embed = nn.Embedding(NUM_INPUT_TOKENS, d)  # copy path of the query grid
-        self.drop = nn.Dropout(config.dropout)
+        self.drop = Dropout(config.dropout)
         self.cell = ConvGRUCell(d, swiglu_width(d, config.swiglu_multiple))
         self.context_attention = (
             SolverCrossAttention(d, config.num_heads, config.dropout) if config.use_solver_context else None
@@ -142,18 +181,19 @@ class RecursiveSolver(nn.Module):
 
     def forward(
         self,
-        clue_features: torch.Tensor,
-        attention: torch.Tensor,
-        stop_logits: torch.Tensor,
+        agg: torch.Tensor,
         query_inputs: torch.Tensor,
         support: tuple[torch.Tensor, torch.Tensor] | None = None,
         lora: LoraDeltas | None = None,
     ) -> list[torch.Tensor]:
-        """Logits (B, NUM_CLASSES, H, W) of every step; support = (S, mask) turns on cross-attention."""
-        agg = self.aggregate_clues(clue_features, attention, stop_logits)
+        """Logits (B, NUM_CLASSES, H, W) of every step from the aggregated clues (aggregate_clues);
+        support = (S, mask) turns on cross-attention."""
         embedded = self.input_embed(query_inputs).permute(0, 3, 1, 2)
         # One dropout mask for all steps (as in variational RNN dropout), so z's conv terms are reused.
-        z_gates, z_candidate = self.cell.input_terms(self.drop(torch.cat([agg, embedded], dim=1)))
+        z = self.drop(torch.cat([agg, embedded], dim=1)).contiguous(memory_format=torch.channels_last)
+        # Channels-last from here on: the convs, the per-pixel LoRA and the attention's (B, H*W, D)
+        # view of the hidden map all use the same memory without copies.
+        z_gates, z_candidate = self.cell.input_terms(z)
         context = None
         if support is not None and self.context_attention is not None:
             context = self.context_attention.prepare(*support)
@@ -163,12 +203,13 @@ class RecursiveSolver(nn.Module):
         for t in range(self.num_steps):
             h = self.cell(z_gates, z_candidate, h, lora)
             if context is not None:
-                h = self.context_attention(h, *context)
+                h = self.context_attention.run(h, context)
             if t == 0:
                 first = h
             else:
-                rho = residual_weight(t)
-                h = (1 - rho) * h + rho * first
-            out = apply_lora(h, None if lora is None else lora.output_head)
-            logits.append(soft_clamp(self.head(out), *self.logit_clamp))
+                h = mix(h, first, residual_weight(t))  # (1 - rho) h + rho h0
+            graph = torch.is_grad_enabled() and (self.intermediate_grad or t == self.num_steps - 1)
+            with torch.set_grad_enabled(graph):
+                out = apply_lora(h, *lora_terms(lora, "output_head"))
+                logits.append(soft_clamp(self.head(out), *self.logit_clamp))
         return logits

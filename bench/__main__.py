@@ -4,6 +4,8 @@
     python -m bench --quick          # h128 only, few batches and repeats (a smoke test, ~1 minute)
     python -m bench --orchestration  # also rlan debug / train / sweep overheads (several minutes)
     python -m bench --gpu            # also CUDA bf16 rows (hidden 256, batch 50) when a GPU is present
+    python -m bench --gpu-only       # the CUDA rows alone
+    python -m bench --compile        # also torch.compile of the solver step vs eager (minutes to compile)
 
 Prints a table and writes bench/results.json (see docs/performance.md for the method).
 """
@@ -19,7 +21,7 @@ import torch
 from bench import data, report
 from bench.flops import matmul_rate
 from bench.stats import machine
-from bench.train import run_isolated
+from bench.train import run_child, run_isolated, shape_args
 from bench.workload import Shape
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results.json"
@@ -38,6 +40,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--no-data", action="store_true", help="skip (c) the data pipeline")
     p.add_argument("--orchestration", action="store_true", help="(d) rlan debug/train/sweep (minutes)")
     p.add_argument("--gpu", action="store_true", help="CUDA bf16 rows when CUDA is available")
+    p.add_argument("--gpu-only", action="store_true", help="only the CUDA rows (no CPU rows, no data)")
+    p.add_argument("--compile", action="store_true", help="torch.compile'd solver step vs eager, bucketed")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per shape before giving up")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default bench/results.json)")
     args = p.parse_args(argv)
@@ -48,12 +52,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = parse(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    started = time.perf_counter()
-    results: dict = {"machine": machine(), "mode": "quick" if args.quick else "full", "train": []}
+def run_cpu(args: argparse.Namespace, results: dict) -> None:
     results["matmul_fp32_gflops"] = matmul_rate(repeats=3 if args.quick else 7)
     for hidden in args.hidden:
         for canvas in args.canvas:
@@ -64,13 +63,28 @@ def main(argv: list[str] | None = None) -> dict:
             print(report.train_table([row], results["matmul_fp32_gflops"]["median"])[-1], flush=True)
     # The reference rate again at the end: the two bracket the training rows (a busy machine shows here).
     results["matmul_fp32_gflops_after"] = matmul_rate(repeats=3 if args.quick else 7)
+    if args.compile:
+        results["compile"] = []
+        for hidden in args.hidden:
+            child_args = shape_args(Shape(hidden=hidden), args.batches, args.repeats)
+            results["compile"].append(run_child("bench.compiled", child_args, f"h{hidden}", args.timeout))
     if not args.no_data:
         results["data"] = data.measure(repeats=1 if args.quick else 3, max_batches=50 if args.quick else None)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    results: dict = {"machine": machine(), "mode": "quick" if args.quick else "full", "train": []}
+    if not args.gpu_only:
+        run_cpu(args, results)
     if args.orchestration:
         from bench import orchestration
 
-        results["orchestration"] = orchestration.measure()
-    if args.gpu:
+        results["orchestration"] = orchestration.measure(repeats=1 if args.quick else 3)
+    if args.gpu or args.gpu_only:
         from bench import gpu
 
         results["gpu"] = gpu.measure(batches=2 if args.quick else 6, repeats=2 if args.quick else 5)

@@ -103,12 +103,22 @@ def render(results: dict) -> str:
     m = results["machine"]
     matmul = results.get("matmul_fp32_gflops", {})
     lines = [
-        f"RLAN benchmark on {m['cpu']} ({m['cpu_count']} CPUs, torch {m['torch']}, {m['torch_threads']} threads)",
+        f"RLAN benchmark ({results.get('mode', 'full')}) on {m['cpu']} ({m['cpu_count']} CPUs, torch {m['torch']}, {m['torch_threads']} threads)",
         f"fp32 matmul 2048^3: {_fmt(matmul, 0)} GFLOP/s (median ±half-spread); load average shown per row",
         "",
         "(a,b,e) training step = forward + RLANLoss + backward + clip + AdamW (no meta losses); fp32; K=7 T=7 batch 8",
     ]
     lines += train_table(results.get("train", []), matmul.get("median", 0.0))
+    for c in results.get("compile", []):
+        if "error" in c:
+            lines += ["", f"torch.compile {c['label']}: error: {c['error']}"]
+            continue
+        lines += [
+            "",
+            f"torch.compile, {c['label']}: {c['compile_and_first_pass_s']:.0f} s to compile; eager "
+            f"{_fmt(c['eager_samples_per_s'])} vs compiled {_fmt(c['compiled_samples_per_s'])} samples/s, "
+            f"x{c['speedup_median_of_pairs']:.2f} (median of interleaved pairs)",
+        ]
     data = results.get("data")
     if data:
         lines += [
@@ -128,10 +138,15 @@ def render(results: dict) -> str:
     if gpu:
         lines += ["", f"GPU: {gpu.get('device', gpu.get('error'))}"]
         for r in gpu.get("rows", []):
+            if "error" in r:
+                lines.append(f"    {r['label']:<28} error: {r['error']}")
+                continue
+            memory = r["max_memory_allocated_mb"]
             lines.append(
                 f"    {r['label']:<28} train {_fmt(r['train_samples_per_s'], 1)} samples/s, "
                 f"{r['train_tflops_per_s']:.1f} TFLOP/s = {r['share_of_bf16_matmul']:.0%} of bf16 matmul, "
-                f"infer {_fmt(r['inference_samples_per_s'], 1)}/s, max allocated {r['max_memory_allocated_mb']:.0f} MB"
+                f"infer {_fmt(r['inference_samples_per_s'], 1)}/s"
+                + (f", max allocated {memory:.0f} MB" if memory is not None else "")
             )
     checks = results.get("targets", [])
     if checks:

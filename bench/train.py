@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -68,13 +70,13 @@ def measure(shape: Shape, batches: int, repeats: int, inference: bool, flops: bo
     }
     samples = batches * shape.batch
     rss_before = rss_mb()  # model, data and interpreter; the optimiser state comes with the first step
-    if flops:
-        result["gflop_per_sample"] = sum(step_flops(step, b) for b in data) / samples / 1e9
     train = summary(timed_passes(step, data, repeats))
     result["train_samples_per_s"] = train
+    # Read before the FLOP count: FlopCounterMode's own bookkeeping raises the peak by ~100 MB.
     result["peak_rss_mb"] = peak_rss_mb()
     result["step_memory_mb"] = result["peak_rss_mb"] - rss_before
     if flops:
+        result["gflop_per_sample"] = sum(step_flops(step, b) for b in data) / samples / 1e9
         result["train_gflops_per_s"] = result["gflop_per_sample"] * train["median"]
     if inference:
         model.eval()
@@ -88,26 +90,38 @@ def measure(shape: Shape, batches: int, repeats: int, inference: bool, flops: bo
     return result
 
 
-def run_isolated(
-    shape: Shape, batches: int, repeats: int, inference: bool, flops: bool, timeout: float
-) -> dict:
-    """`measure` in a fresh interpreter; returns its JSON (or {'error': ...})."""
-    cmd = [sys.executable, "-m", "bench.train", "--hidden", str(shape.hidden), "--canvas", shape.canvas]
-    cmd += ["--batch", str(shape.batch), "--clues", str(shape.clues), "--steps", str(shape.steps)]
-    cmd += ["--batches", str(batches), "--repeats", str(repeats)]
-    cmd += ["--threads", str(torch.get_num_threads())]
-    cmd += ["--inference"] * inference + ["--no-flops"] * (not flops)
+def run_child(module: str, args: list[str], label: str, timeout: float) -> dict:
+    """`python -m <module> <args>` in a fresh interpreter; its last stdout line is JSON (else an error)."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", module, *args, "--threads", str(torch.get_num_threads())]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=root, env=env)
     except subprocess.TimeoutExpired:
-        return {"label": shape.label, "error": f"timed out after {timeout:.0f} s"}
+        return {"label": label, "error": f"timed out after {timeout:.0f} s"}
     if done.returncode != 0:
-        return {"label": shape.label, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
+        return {"label": label, "error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench.train")
+def shape_args(shape: Shape, batches: int, repeats: int) -> list[str]:
+    return [
+        *("--hidden", str(shape.hidden), "--canvas", shape.canvas, "--batch", str(shape.batch)),
+        *("--clues", str(shape.clues), "--steps", str(shape.steps)),
+        *("--batches", str(batches), "--repeats", str(repeats)),
+    ]
+
+
+def run_isolated(
+    shape: Shape, batches: int, repeats: int, inference: bool, flops: bool, timeout: float
+) -> dict:
+    """`measure` in a fresh interpreter, so that its peak memory is its own."""
+    args = shape_args(shape, batches, repeats) + ["--inference"] * inference + ["--no-flops"] * (not flops)
+    return run_child("bench.train", args, shape.label, timeout)
+
+
+def shape_parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--canvas", choices=["bucketed", "fixed"], default="bucketed")
     parser.add_argument("--batch", type=int, default=8)
@@ -116,12 +130,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
-    parser.add_argument("--inference", action="store_true")
-    parser.add_argument("--no-flops", action="store_true")
+    return parser
+
+
+def parse_shape(parser: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, Shape]:
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    shape = Shape(args.hidden, args.clues, args.steps, args.batch, args.canvas)
+    return args, Shape(args.hidden, args.clues, args.steps, args.batch, args.canvas)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = shape_parser("python -m bench.train")
+    parser.add_argument("--inference", action="store_true")
+    parser.add_argument("--no-flops", action="store_true")
+    args, shape = parse_shape(parser, argv)
     print(json.dumps(measure(shape, args.batches, args.repeats, args.inference, not args.no_flops)))
 
 

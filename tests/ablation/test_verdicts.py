@@ -47,7 +47,9 @@ def test_a_single_seed_never_claims_the_spread():
 
 
 def test_missing_numbers_are_not_observed():
-    assert not judge(BY_FIX["fix3_output_equivariance"], Spread(math.nan, math.nan, 0), Spread(0, 0, 1)).observed
+    assert not judge(
+        BY_FIX["fix3_output_equivariance"], Spread(math.nan, math.nan, 0), Spread(0, 0, 1)
+    ).observed
 
 
 def test_series_reductions_and_spread():
@@ -76,8 +78,15 @@ def test_every_arm_sets_all_six_fixes_and_differs_where_it_should():
 
 
 def test_report_lists_every_verdict_and_diagnostic():
-    rows = {"nan_batches": 0.0, "meta_share_max": 0.1, "output_equiv_loss": 0.01, "context_equiv_loss": 0.02,
-            "clues_std": 0.3, "stop_saturated_share": 0.0, "tta_consensus": 0.5}
+    rows = {
+        "nan_batches": 0.0,
+        "meta_share_max": 0.1,
+        "output_equiv_loss": 0.01,
+        "context_equiv_loss": 0.02,
+        "clues_std": 0.3,
+        "stop_saturated_share": 0.0,
+        "tta_consensus": 0.5,
+    }
     trials = {arm: [dict.fromkeys(DIAGNOSTICS, 1.0) | rows] for arm in ARMS}
     summary = summarize(trials)
     found = verdicts(summary)

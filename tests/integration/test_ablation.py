@@ -16,13 +16,42 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_a_tiny_ablation_produces_every_arm_and_a_complete_report(tmp_path):
     uri = f"sqlite:///{tmp_path}/runs.db"
-    overrides = ["model.hidden_dim=16", "model.max_clues=2", "model.num_solver_steps=2", "data.samples_per_task=2",
-                 "evaluation.max_tasks=2", "evaluation.heldout_max_tasks=2", "evaluation.batch_size=32"]
+    overrides = [
+        "model.hidden_dim=16",
+        "model.max_clues=2",
+        "model.num_solver_steps=2",
+        "data.samples_per_task=2",
+        "evaluation.max_tasks=2",
+        "evaluation.heldout_max_tasks=2",
+        "evaluation.batch_size=32",
+    ]
     done = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "ablate", "-c", str(ROOT / "configs/ablation.yaml"), *overrides,
-         "--epochs", "2", "--tasks", "3", "--seeds", "1", "--name", "tiny-ablation", "--tracking-uri", uri,
-         "--out", str(tmp_path / "report"), "--quiet"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "orchestrator.cli",
+            "ablate",
+            "-c",
+            str(ROOT / "configs/ablation.yaml"),
+            *overrides,
+            "--epochs",
+            "2",
+            "--tasks",
+            "3",
+            "--seeds",
+            "1",
+            "--name",
+            "tiny-ablation",
+            "--tracking-uri",
+            uri,
+            "--out",
+            str(tmp_path / "report"),
+            "--quiet",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     report = (tmp_path / "report/ablation.md").read_text()
@@ -39,12 +68,19 @@ def test_a_tiny_ablation_produces_every_arm_and_a_complete_report(tmp_path):
     assert sorted(r.data.tags["rlan.arm"] for r in trials) == sorted(ARMS)
     (parent,) = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
     assert {a.path for a in client.list_artifacts(parent.info.run_id, "ablation")} == {
-        "ablation/ablation.md", "ablation/ablation_diagnostics.png"}
+        "ablation/ablation.md",
+        "ablation/ablation_diagnostics.png",
+    }
     for run in trials:
         assert run.info.status == "FINISHED"
         plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
-        assert {"plots/learning_curves.png", "plots/predictions_heldout.png", "plots/predictions_eval.png",
-                "plots/clue_attention.png"} <= plots, plots
+        assert {
+            "plots/learning_curves.png",
+            "plots/predictions_heldout.png",
+            "plots/predictions_eval.png",
+            "plots/clue_attention.png",
+        } <= plots, plots
         pooling = run.data.params["model.hyperlora_pooling"]
-        assert pooling == ("d4" if run.data.tags["rlan.arm"] in ("all_off", "without_fix4_pool_context_simple")
-                           else "simple")
+        assert pooling == (
+            "d4" if run.data.tags["rlan.arm"] in ("all_off", "without_fix4_pool_context_simple") else "simple"
+        )

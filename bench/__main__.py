@@ -6,6 +6,7 @@
     python -m bench --gpu            # also CUDA bf16 rows (hidden 256, batch 50) when a GPU is present
     python -m bench --gpu-only       # the CUDA rows alone
     python -m bench --compile        # also torch.compile of the solver step vs eager (minutes to compile)
+    python -m bench --variants       # also each CPU optimisation turned off in turn (leave-one-out)
 
 Prints a table and writes bench/results.json (see docs/performance.md for the method).
 """
@@ -42,6 +43,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpu", action="store_true", help="CUDA bf16 rows when CUDA is available")
     p.add_argument("--gpu-only", action="store_true", help="only the CUDA rows (no CPU rows, no data)")
     p.add_argument("--compile", action="store_true", help="torch.compile'd solver step vs eager, bucketed")
+    p.add_argument("--variants", action="store_true", help="each CPU optimisation turned off in turn")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per shape before giving up")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default bench/results.json)")
     args = p.parse_args(argv)
@@ -68,8 +70,26 @@ def run_cpu(args: argparse.Namespace, results: dict) -> None:
         for hidden in args.hidden:
             child_args = shape_args(Shape(hidden=hidden), args.batches, args.repeats)
             results["compile"].append(run_child("bench.compiled", child_args, f"h{hidden}", args.timeout))
+    if args.variants:
+        results["variants"] = measure_variants(args)
     if not args.no_data:
         results["data"] = data.measure(repeats=1 if args.quick else 3, max_batches=50 if args.quick else None)
+
+
+def measure_variants(args: argparse.Namespace) -> list[dict]:
+    from bench.variants import VARIANTS
+
+    rows = []
+    for hidden in args.hidden:
+        for canvas in args.canvas:
+            shape = Shape(hidden=hidden, canvas=canvas)
+            batches = args.batches if canvas == "bucketed" else args.fixed_batches
+            for name in VARIANTS:
+                child_args = shape_args(shape, batches, args.repeats) + ["--variant", name]
+                row = run_child("bench.variants", child_args, shape.label, args.timeout)
+                rows.append({**row, "variant": name})
+                print(report.variant_line(rows[-1]), flush=True)
+    return rows
 
 
 def main(argv: list[str] | None = None) -> dict:

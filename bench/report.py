@@ -99,6 +99,13 @@ def targets(results: dict) -> list[dict]:
     return checks
 
 
+def variant_line(row: dict) -> str:
+    head = f"    {row['label']:<14} {row['variant']:<36}"
+    if "error" in row:
+        return f"{head} error: {row['error']}"
+    return f"{head} {_fmt(row['train_samples_per_s']):>12}  {row['peak_rss_mb']:6.0f} MB"
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     matmul = results.get("matmul_fp32_gflops", {})
@@ -119,6 +126,10 @@ def render(results: dict) -> str:
             f"{_fmt(c['eager_samples_per_s'])} vs compiled {_fmt(c['compiled_samples_per_s'])} samples/s, "
             f"x{c['speedup_median_of_pairs']:.2f} (median of interleaved pairs)",
         ]
+    variants = results.get("variants", [])
+    if variants:
+        lines += ["", "leave-one-out (each row turns one optimisation off; train samples/s, peak RSS):"]
+        lines += [variant_line(v) for v in variants]
     data = results.get("data")
     if data:
         lines += [

@@ -75,3 +75,18 @@ def test_targets_and_render_with_a_synthetic_result():
     results["targets"] = list(checks.values())
     text = render(results)
     assert "h128 bucketed" in text and "targets:" in text and "75%" in text
+
+
+@pytest.mark.timeout(120)
+def test_the_gpu_rows_run_the_same_code_with_cpu_bf16_autocast():
+    from bench import gpu
+
+    result = gpu.measure(
+        hidden=32, batch=2, batches=1, repeats=1, canvases=("bucketed",), device="cpu", matmul_size=256
+    )
+    assert result["device"] == "cpu (bf16 autocast)" and result["bf16_matmul_tflops"]["median"] > 0
+    (row,) = result["rows"]
+    assert "error" not in row, row
+    assert row["label"] == "h32 bucketed b2 bf16" and row["max_memory_allocated_mb"] is None
+    assert row["gflop_per_sample"] > 0 and row["train_samples_per_s"]["median"] > 0
+    assert 0 < row["share_of_bf16_matmul"]

@@ -1,6 +1,6 @@
 """Hand-written backward passes that keep less for the backward than autograd's op-by-op graph.
 
-Same values and gradients as the plain expressions (tests/bench/test_fast_ops.py checks both); each
+Same values and gradients as the plain expressions (tests/model/test_fast_ops.py checks both); each
 saves only its inputs and recomputes the rest, which is what bounds the memory of the T solver steps:
 - dropout_attention: softmax(q k^T / sqrt(d)) with dropout, @ v. Autograd kept the (B, heads, HW, keys)
   weights twice per step (softmax output and dropped copy); this keeps q, k, v and a one-byte mask and
@@ -8,6 +8,10 @@ saves only its inputs and recomputes the rest, which is what bounds the memory o
 - swiglu: silu(gate) * up, without keeping silu(gate).
 - soft_clamp: identity up to the threshold, then a tanh knee. Keeps x only; when no element is beyond
   the threshold (the usual case on CPU, checked with one reduction) it is the identity and keeps nothing.
+- group_norm_gelu: GELU(GroupNorm(x)), keeping x and the group statistics, not the normalised map.
+- swiglu_down_tanh: tanh(conv(silu(gate) * up)), keeping the conv input's factors, not their product.
+- recompute / recompute_if_large: torch.utils.checkpoint for cheap parts with large activations.
+Off the CPU and under autocast the plain ops run instead (see _plain).
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check rlan orchestrator tests bench
 
 bench: $(STAMP)
-	$(BIN)/python -m bench
+	$(BIN)/python -m bench --orchestration
 
 clean:
 	rm -rf $(VENV) .pytest_cache mlruns.db mlartifacts

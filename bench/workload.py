@@ -16,7 +16,7 @@ from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, l
 from rlan.data.constants import MAX_GRID_SIDE, OUTSIDE, PAD
 from rlan.engine import param_groups
 from rlan.losses import RLANLoss
-from rlan.model import RLAN, ModelStages
+from rlan.model import RLAN, ModelStages, run_on_batch
 
 # Every staged module on, LoRA deltas at the stable_dev scale: the most expensive (and final) stage.
 STAGES = ModelStages(delta_scale=0.05)
@@ -137,13 +137,7 @@ class TrainStep:
         with torch.autocast(
             device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=bool(self.amp_dtype)
         ):
-            out = self.model(
-                batch["support_inputs"],
-                batch["support_outputs"],
-                batch["support_mask"],
-                batch["query_inputs"],
-                STAGES,
-            )
+            out = run_on_batch(self.model, batch, STAGES)
             return self.loss_fn(out, batch)["total"]
 
     def __call__(self, batch: dict) -> float:
@@ -162,11 +156,5 @@ class TrainStep:
 def forward_only(model: RLAN, batch: dict) -> torch.Tensor:
     """An inference forward (eval mode, no grad): the final logits."""
     with torch.no_grad():
-        out = model(
-            batch["support_inputs"],
-            batch["support_outputs"],
-            batch["support_mask"],
-            batch["query_inputs"],
-            STAGES,
-        )
+        out = run_on_batch(model, batch, STAGES)
     return out.logits

@@ -11,6 +11,7 @@ from orchestrator import plots
 from orchestrator.tracking import RunLogger
 from rlan.config import RunConfig
 from rlan.evaluation import QueryResult
+from rlan.model import run_on_batch
 from rlan.schedule import stages_at
 
 CURVE_KEYS = [
@@ -51,13 +52,7 @@ def attention_figure(model: torch.nn.Module, spec, stages, device) -> object | N
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        out = model(
-            batch["support_inputs"],
-            batch["support_outputs"],
-            batch["support_mask"],
-            batch["query_inputs"],
-            stages,
-        )
+        out = run_on_batch(model, batch, stages)
     model.train(was_training)
     h, w = sample.query_input.shape
     maps = out.attention_maps[0, :, :h, :w].float().cpu().numpy()

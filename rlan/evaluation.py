@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rlan.data import Augmentation, QuerySpec, collate_samples, decode_prediction, move_batch
+from rlan.model import run_on_batch
 from rlan.model.output import ModelStages
 
 # (batch) -> (B, C, L, L) logits and (B, K, L, L) attention; the engine passes the model's forward.
@@ -58,13 +59,7 @@ def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
 
 def model_predictor(model: torch.nn.Module, stages: ModelStages) -> Predictor:
     def predict(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        out = model(
-            batch["support_inputs"],
-            batch["support_outputs"],
-            batch["support_mask"],
-            batch["query_inputs"],
-            stages,
-        )
+        out = run_on_batch(model, batch, stages)
         return out.logits, out.attention_maps
 
     return predict

@@ -13,6 +13,7 @@ from rlan.config import RunConfig
 from rlan.diagnostics import MetricAccumulator, add_output_stats, add_train_accuracy
 from rlan.losses import MetaCap
 from rlan.losses.meta import AugmentationEquivarianceLoss, OutputEquivarianceLoss, loo_loss
+from rlan.model import run_on_batch
 from rlan.model.output import ModelStages, RLANOutput
 from rlan.schedule import meta_at, stages_at
 
@@ -115,13 +116,7 @@ def train_batches(trainer: Trainer, epoch: int, acc: MetricAccumulator) -> StepO
     for index, batch in enumerate(trainer.batches()):
         bar.update(1)
         with torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.amp):
-            out = model(
-                batch["support_inputs"],
-                batch["support_outputs"],
-                batch["support_mask"],
-                batch["query_inputs"],
-                stages,
-            )
+            out = run_on_batch(model, batch, stages)
             losses = trainer.loss_fn(out, batch)
             terms = trainer.meta.compute(core, batch, out, stages, epoch, index)
         factor, meta_total = trainer.meta.combine(float(losses["task_loss"].detach()), terms)

@@ -2,12 +2,33 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
+import torch
 import torch.nn as nn
 
 from rlan.model.output import LoraDeltas, ModelStages, RLANOutput
-from rlan.model.rlan import RLAN
+from rlan.model.rlan import DEFAULT_STAGES, RLAN
 
-__all__ = ["RLAN", "ModelStages", "RLANOutput", "LoraDeltas", "count_parameters", "format_parameter_counts"]
+__all__ = [
+    "RLAN",
+    "ModelStages",
+    "RLANOutput",
+    "LoraDeltas",
+    "count_parameters",
+    "format_parameter_counts",
+    "run_on_batch",
+]
+
+# The collated batch's keys that RLAN.forward takes, in its argument order.
+MODEL_INPUTS = ("support_inputs", "support_outputs", "support_mask", "query_inputs")
+
+
+def run_on_batch(
+    model: nn.Module, batch: Mapping[str, torch.Tensor], stages: ModelStages = DEFAULT_STAGES
+) -> RLANOutput:
+    """The model's forward on a collated batch. `model` is called, so a DDP wrapper syncs as it should."""
+    return model(*(batch[key] for key in MODEL_INPUTS), stages)
 
 
 def count_parameters(model: nn.Module) -> dict[str, int]:

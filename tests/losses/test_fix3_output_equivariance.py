@@ -9,7 +9,7 @@ from torch import nn
 from rlan.data.constants import NUM_CLASSES, PAD
 from rlan.losses.d4 import apply_d4, invert_d4, permute_colors, random_color_permutation, sample_d4
 from rlan.losses.meta import OutputEquivarianceLoss
-from rlan.model import ModelStages
+from rlan.model import ModelStages, run_on_batch
 
 STAGES = ModelStages()
 
@@ -67,13 +67,7 @@ def test_real_model_scores_positive_and_gradient_reaches_parameters(model, batch
 def test_loss_is_the_masked_mean_kl(model, batch):
     loss_fn = OutputEquivarianceLoss(2)
     with torch.no_grad():
-        logits = model(
-            batch["support_inputs"],
-            batch["support_outputs"],
-            batch["support_mask"],
-            batch["query_inputs"],
-            STAGES,
-        ).logits
+        logits = run_on_batch(model, batch, STAGES).logits
     loss, _ = loss_fn(model, batch, STAGES, original_logits=logits, generator=generator(5))
     q = loss_fn.consensus(model, batch, STAGES, generator(5))
     kl = (q * (q.log() - torch.log_softmax(logits, dim=1))).sum(1)
@@ -84,13 +78,7 @@ def test_loss_is_the_masked_mean_kl(model, batch):
 
 def test_cells_outside_target_mask_do_not_count(model, batch):
     with torch.no_grad():
-        logits = model(
-            batch["support_inputs"],
-            batch["support_outputs"],
-            batch["support_mask"],
-            batch["query_inputs"],
-            STAGES,
-        ).logits
+        logits = run_on_batch(model, batch, STAGES).logits
     outside = ~batch["target_mask"]
     assert outside.any()
     changed_logits = logits.clone()

@@ -6,7 +6,7 @@ import torch
 from rlan.config import TrainingConfig
 from rlan.losses import FocalWeightedStablemaxLoss, RLANLoss, WeightedStablemaxLoss
 from rlan.losses.meta import loo_loss
-from rlan.model import ModelStages
+from rlan.model import ModelStages, run_on_batch
 
 STAGES = ModelStages(delta_scale=0.05)
 KEYS = {
@@ -27,13 +27,7 @@ KEYS = {
 
 
 def forward(model, batch, stages=STAGES):
-    return model(
-        batch["support_inputs"],
-        batch["support_outputs"],
-        batch["support_mask"],
-        batch["query_inputs"],
-        stages,
-    )
+    return run_on_batch(model, batch, stages)
 
 
 @pytest.mark.parametrize("hyperlora", [True, False])

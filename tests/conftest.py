@@ -28,3 +28,31 @@ def tiny_config() -> RunConfig:
 
 def tiny(*overrides: str) -> RunConfig:
     return load_config(None, TINY + list(overrides))
+
+
+TWO_LEARNING_RATES = "training.learning_rate: {type: choice, values: [0.003, 0.001]}\n"
+
+
+def write_space(tmp_path, text: str = TWO_LEARNING_RATES):
+    """A search-space file under tmp_path, loaded."""
+    from orchestrator.search_space import load_search_space
+
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    return load_search_space(path)
+
+
+def sweep_settings(tmp_path, name: str, space, **overrides):
+    """A quiet test sweep: Ray storage and a SQLite MLflow store under tmp_path; overrides win."""
+    from orchestrator.sweep import SweepSettings
+
+    defaults = dict(
+        name=name,
+        storage=str(tmp_path / "ray_results"),
+        tracking_uri=f"sqlite:///{tmp_path}/runs.db",
+        experiment="sweep-tests",
+        search_space_file=space.path,
+        search_space_text=space.text,
+        echo=False,
+    )
+    return SweepSettings(**{**defaults, **overrides})

@@ -24,11 +24,10 @@ import ray
 from mlflow import MlflowClient
 
 from orchestrator.compare import compare_sweep
-from orchestrator.search_space import load_search_space
-from orchestrator.sweep import SweepSettings, run_sweep
+from orchestrator.sweep import run_sweep
 from orchestrator.tracking import GAP_TAG, RunLogger
 from tests.cluster._util import Background, free_port, wait_for
-from tests.conftest import tiny
+from tests.conftest import sweep_settings, tiny, write_space
 
 pytestmark = pytest.mark.slow
 PG_BIN = Path(os.environ.get("RLAN_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -158,23 +157,12 @@ def local_ray():
     ray.shutdown()
 
 
-def sweep_settings(tmp_path: Path, server: MlflowServer, name: str, **kw) -> tuple[SweepSettings, object]:
-    space_file = tmp_path / "space.yaml"
-    space_file.write_text("training.learning_rate: {type: choice, values: [0.003, 0.001]}\n")
-    space = load_search_space(space_file)
-    settings = SweepSettings(
-        name=name,
-        storage=str(tmp_path / "ray_results"),
-        tracking_uri=server.uri,
-        experiment="postgres-sweeps",
-        search_space_file=space.path,
-        search_space_text=space.text,
-        trials=2,
-        concurrency=2,
-        scheduler="fifo",
-        echo=False,
-        **kw,
-    )
+def postgres_sweep(tmp_path: Path, server: MlflowServer, name: str, **kw):
+    space = write_space(tmp_path)
+    settings = sweep_settings(
+        tmp_path, name, space, tracking_uri=server.uri, experiment="postgres-sweeps", trials=2,
+        concurrency=2, scheduler="fifo", **kw,
+    )  # fmt: skip
     return settings, space
 
 
@@ -196,7 +184,7 @@ def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 # ------------------------------------------------------------------------------------------ tests
 def test_a_sweep_logged_over_http_reads_back_with_compare(mlflow_server, local_ray, tmp_path):
     epochs = 2
-    settings, space = sweep_settings(tmp_path, mlflow_server, "over-http")
+    settings, space = postgres_sweep(tmp_path, mlflow_server, "over-http")
     summary = run_sweep(tiny(f"training.max_epochs={epochs}"), space, settings)
     assert summary["trials"] == 2 and summary["errors"] == 0
 
@@ -221,7 +209,7 @@ def test_a_sweep_logged_over_http_reads_back_with_compare(mlflow_server, local_r
 
 def test_a_sweep_keeps_going_while_the_server_restarts(mlflow_server, local_ray, tmp_path):
     epochs, name = 4, "server-restart"
-    settings, space = sweep_settings(tmp_path, mlflow_server, name, max_failures=0)
+    settings, space = postgres_sweep(tmp_path, mlflow_server, name, max_failures=0)
     sweep = Background(lambda: run_sweep(tiny(f"training.max_epochs={epochs}"), space, settings))
     sweep.start()
 

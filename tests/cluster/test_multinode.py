@@ -26,7 +26,6 @@ from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 from ray.train import UserCallback
 
-from orchestrator.search_space import load_search_space
 from orchestrator.sweep import SweepSettings, run_sweep
 from orchestrator.train_run import (
     MlflowTrainCallback,
@@ -35,7 +34,7 @@ from orchestrator.train_run import (
     open_train_run,
 )
 from tests.cluster._util import Background, free_port, wait_for
-from tests.conftest import tiny
+from tests.conftest import sweep_settings, tiny, write_space
 
 pytestmark = pytest.mark.slow
 MEASURED: dict[str, float] = {}  # recovery figures, printed at the end of the module (pytest -s shows them)
@@ -225,22 +224,11 @@ def logged_trials(settings: SweepSettings) -> list[str]:
 
 def test_a_sweep_retries_the_trial_whose_driver_node_died(cluster, tmp_path):
     epochs, name = 4, "node-loss"
-    space_file = tmp_path / "space.yaml"
-    space_file.write_text("training.learning_rate: {type: choice, values: [0.003, 0.001]}\n")
-    space = load_search_space(space_file)
-    settings = SweepSettings(
-        name=name,
-        storage=str(tmp_path / "ray_results"),
-        tracking_uri=f"sqlite:///{tmp_path}/runs.db",
-        experiment="multinode-sweep",
-        search_space_file=space.path,
-        search_space_text=space.text,
-        trials=2,
-        concurrency=1,
-        scheduler="fifo",
+    space = write_space(tmp_path)
+    settings = sweep_settings(
+        tmp_path, name, space, experiment="multinode-sweep", trials=2, concurrency=1, scheduler="fifo",
         max_failures=2,  # Tune re-launches a dead trial driver; Train restarts a lost worker group
-        echo=False,
-    )
+    )  # fmt: skip
     sweep = Background(lambda: run_sweep(tiny(f"training.max_epochs={epochs}"), space, settings))
     started = time.monotonic()
     sweep.start()

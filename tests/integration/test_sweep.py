@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.search_space import load_search_space
-from orchestrator.sweep import SweepSettings, run_sweep
-from tests.conftest import tiny
+from orchestrator.sweep import run_sweep
+from tests.conftest import sweep_settings, tiny, write_space
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -31,32 +30,13 @@ def _children(uri, name):
     return client, parents, children
 
 
-def _write(tmp_path, text):
-    path = tmp_path / "space.yaml"
-    path.write_text(text)
-    return load_search_space(path)
-
-
-def _settings(tmp_path, name, space, **kw):
-    return SweepSettings(
-        name=name,
-        storage=str(tmp_path / "ray_results"),
-        tracking_uri=f"sqlite:///{tmp_path}/runs.db",
-        experiment="sweep-tests",
-        search_space_file=space.path,
-        search_space_text=space.text,
-        echo=False,
-        **kw,
-    )
-
-
 def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
-    space = _write(
+    space = write_space(
         tmp_path,
         "training.clue_target_variance: {type: uniform, low: 0.1, high: 1.5}\n"
         "training.learning_rate: {type: loguniform, low: 0.0005, high: 0.005}\n",
     )
-    settings = _settings(tmp_path, "agree", space, trials=3, concurrency=2, scheduler="fifo")
+    settings = sweep_settings(tmp_path, "agree", space, trials=3, concurrency=2, scheduler="fifo")
     summary = run_sweep(tiny(), space, settings)
     assert summary["trials"] == 3 and summary["errors"] == 0
     client, parents, children = _children(settings.tracking_uri, "agree")
@@ -89,8 +69,8 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
 def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):
     # Trial 1 is the baseline (lr 0.003); TPE (seed 0) then proposes lr 1e-9, which cannot learn: at
     # the first rung its score is below the baseline's, so ASHA (reduction factor 2) stops it there.
-    space = _write(tmp_path, "training.learning_rate: {type: choice, values: [0.003, 1.0e-9]}\n")
-    settings = _settings(tmp_path, "asha", space, trials=2, concurrency=1, scheduler="asha", seed=0)
+    space = write_space(tmp_path, "training.learning_rate: {type: choice, values: [0.003, 1.0e-9]}\n")
+    settings = sweep_settings(tmp_path, "asha", space, trials=2, concurrency=1, scheduler="asha", seed=0)
     summary = run_sweep(tiny("training.max_epochs=3", "training.learning_rate=0.003"), space, settings)
     _, _, children = _children(settings.tracking_uri, "asha")
     reasons = {

@@ -1,3 +1,6 @@
+import contextlib
+import os
+
 import pytest
 
 from rlan.config import RunConfig, load_config
@@ -56,3 +59,18 @@ def sweep_settings(tmp_path, name: str, space, **overrides):
         echo=False,
     )
     return SweepSettings(**{**defaults, **overrides})
+
+
+@contextlib.contextmanager
+def start_local_ray(num_cpus: int):
+    """A fresh local Ray with num_cpus logical CPUs, shut down on exit (about 5 s to start on 2 cores)."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    if ray.is_initialized():  # a module before us left one running
+        ray.shutdown()
+    ray.init(num_cpus=num_cpus, log_to_driver=False, configure_logging=True, logging_level="WARNING")
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

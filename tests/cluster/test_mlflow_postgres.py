@@ -20,14 +20,13 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import ray
 from mlflow import MlflowClient
 
 from orchestrator.compare import compare_sweep
 from orchestrator.sweep import run_sweep
 from orchestrator.tracking import GAP_TAG, RunLogger
 from tests.cluster._util import Background, free_port, wait_for
-from tests.conftest import sweep_settings, tiny, write_space
+from tests.conftest import start_local_ray, sweep_settings, tiny, write_space
 
 pytestmark = pytest.mark.slow
 PG_BIN = Path(os.environ.get("RLAN_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -148,13 +147,9 @@ def mlflow_server(postgres, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def local_ray():
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if ray.is_initialized():  # a module before us left one running
-        ray.shutdown()
     # 3 logical CPUs: two 1-worker trials and their token-CPU drivers at once on this 2-core machine.
-    ray.init(num_cpus=3, log_to_driver=False, configure_logging=True, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+    with start_local_ray(num_cpus=3) as ray:
+        yield ray
 
 
 def postgres_sweep(tmp_path: Path, server: MlflowServer, name: str, **kw):

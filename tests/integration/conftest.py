@@ -1,16 +1,10 @@
-import os
-
 import pytest
+
+from tests.conftest import start_local_ray
 
 
 @pytest.fixture(scope="module")
 def local_ray():
-    """One local Ray per test module (about 5 s to start on 2 cores), shut down after the module."""
-    import ray
-
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    if ray.is_initialized():  # a module before us left one running
-        ray.shutdown()
-    ray.init(num_cpus=2, log_to_driver=False, configure_logging=True, logging_level="WARNING")
-    yield ray
-    ray.shutdown()
+    """One local Ray per test module, shut down after the module."""
+    with start_local_ray(num_cpus=2) as ray:
+        yield ray

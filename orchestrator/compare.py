@@ -31,9 +31,19 @@ from orchestrator.compare_report import (
 from orchestrator.search_space import SearchSpaceError, parse_search_space
 from orchestrator.tracking import PARENT_TAG, sanitize_key
 from rlan.config import ConfigError
+from rlan.diagnostics import SCORE_DEFINITION
 
 DEFAULT_METRIC, DEFAULT_MODE = "heldout/exact_match", "max"
-DIAGNOSTICS = ("train/loss", "nan_batches", "clues/std", "meta/share", "eval/exact_match")
+DIAGNOSTICS = (
+    "heldout/exact_match",
+    "heldout/nll",
+    "heldout/pixel_accuracy",
+    "eval/exact_match",
+    "train/loss",
+    "nan_batches",
+    "clues/std",
+    "meta/share",
+)
 FORMATS = ("table", "csv", "json")
 
 
@@ -219,10 +229,11 @@ def _trial(run: Run, knobs: list[str], metric: str) -> Trial:
 
 
 def _rank_key(trial: Trial, mode: str) -> tuple:
-    # Best metric first; a tie goes to the lower train/loss; trials without the metric go last.
+    # Best metric first; a tie goes to the lower held-out NLL (never the training loss, which holds the
+    # regulariser weights a sweep searches); trials without the metric go last.
     value = trial.value if trial.value is not None else 0.0
-    loss = _finite(trial.diagnostics.get("train/loss"))
-    return (trial.value is None, -value if mode == "max" else value, math.inf if loss is None else loss)
+    nll = _finite(trial.diagnostics.get("heldout/nll"))
+    return (trial.value is None, -value if mode == "max" else value, math.inf if nll is None else nll)
 
 
 # ------------------------------------------------------------------------------------------ formats
@@ -297,6 +308,8 @@ def _table(c: SweepComparison) -> str:
     best = c.best.trial_id if c.best else "none (no trial has the metric)"
     text += ["", f"sweep '{c.sweep}' (parent run {c.parent_run_id}): {len(c.trials)} trials by {c.metric}"]
     text[-1] += f" ({c.mode}); best: {best}"
+    if c.metric == "score":
+        text.append(SCORE_DEFINITION)
     if c.importance is not None:
         ranked = ", ".join(f"{k} {v:.2f}" for k, v in c.importance.items())
         text.append(f"importance ({c.importance_note}): {ranked}")

@@ -19,7 +19,10 @@ FIXES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         {"training.output_equivariance_training.enabled": True},
         {"training.output_equivariance_training.enabled": False},
     ),
-    "fix4_pool_context_simple": ({"model.hyperlora_pooling": "simple"}, {"model.hyperlora_pooling": "d4"}),
+    "fix4_pool_context_simple": (
+        {"training.equivariance_training.pooling": "simple"},
+        {"training.equivariance_training.pooling": "d4"},
+    ),
     "fix5_clue_variance": ({"training.clue_variance_weight": 1.0}, {"training.clue_variance_weight": 0.0}),
     "fix6_stop_saturation": (
         {"training.stop_saturation_weight": 0.5},

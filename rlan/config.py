@@ -47,8 +47,9 @@ class ModelConfig(_Section):
     hyperlora_init_scale: float = Field(0.005, gt=0.0)
     hyperlora_max_norm: float = Field(1.0, gt=0.0)
     hyperlora_delta_reg_weight: float = Field(0.001, ge=0.0)
-    # Fix 4: 'simple' = the orientation-sensitive single pass (pool_context_simple); 'd4' = its D4 average
-    # (pool_context), which is invariant and makes the context-level equivariance loss vanish.
+    # The forward's HyperLoRA pooling, a model setting (fix 4 is training.equivariance_training.pooling):
+    # 'simple' = one attention pass (pool_context_simple), which sees orientation; 'd4' = its mean over the
+    # 8 D4 transforms of the support maps (pool_context), a D4-invariant context for 8x the pooling cost.
     hyperlora_pooling: Literal["simple", "d4"] = "simple"
     stop_logit_squash: bool = Field(False, description="the original's 6*tanh(x/6) on stop logits")
     output_soft_clamp: float = Field(50.0, gt=0.0, description="output logits stay linear up to here")
@@ -72,6 +73,12 @@ class MetaEscalationConfig(_Section):
     # 'weights' is the seed's formula (raw meta weights vs the task-loss value); 'value' compares
     # weight*loss values and guarantees the weighted meta losses stay <= r of the total.
     meta_loss_cap_mode: Literal["weights", "value"] = "weights"
+    # What the cap reads. 'seed' (the seed's train_epoch): the task loss including the min-clue hinge, and
+    # in 'weights' mode W = the LOO and context-equivariance weights of the losses that are enabled, active
+    # this epoch or not (the output-equivariance weight is capped but not counted). 'active': the task loss
+    # without the hinge, and W = the weights of the meta losses active this batch, output equivariance
+    # included. See docs/architecture.md, "Fix 2".
+    meta_loss_cap_inputs: Literal["seed", "active"] = "seed"
 
 
 class MetaLossConfig(_Section):
@@ -86,6 +93,13 @@ class LooConfig(_Section):
     start_epoch: int = Field(0, ge=0)
     loss_weight: float = Field(0.05, ge=0.0)
     max_loo_pairs: int = Field(4, ge=1)
+
+
+class EquivarianceConfig(MetaLossConfig):
+    # Fix 4: the pooling of BOTH sides of the context-equivariance loss. 'simple' = pool_context_simple
+    # (orientation-sensitive, the loss teaches invariance); 'd4' = the invariant pooling, which makes the
+    # loss vanish (the seed before the fix). The model's own forward pooling is model.hyperlora_pooling.
+    pooling: Literal["simple", "d4"] = "simple"
 
 
 class OutputEquivarianceConfig(MetaLossConfig):
@@ -147,7 +161,7 @@ class TrainingConfig(_Section):
     # meta-learning
     meta_escalation: MetaEscalationConfig = MetaEscalationConfig()
     loo_training: LooConfig = LooConfig()
-    equivariance_training: MetaLossConfig = MetaLossConfig()
+    equivariance_training: EquivarianceConfig = EquivarianceConfig()
     output_equivariance_training: OutputEquivarianceConfig = OutputEquivarianceConfig()
 
 

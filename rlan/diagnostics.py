@@ -16,10 +16,16 @@ Metric names are stable: they are the MLflow metric keys and the Tune metric nam
     grad_norm, lr, temperature, samples_per_s, epoch_time_s, epoch_aborted
     eval/*, heldout/*                        rlan.evaluation metrics on the two evaluation sets
     entropy_ratio                            eval/entropy / train/entropy (the seed's entropy gap)
-    score                                    the default sweep objective (maximise): held-out exact match
-                                             (eval exact match without a held-out set) + 0.001/(1 + train/loss),
-                                             so equal exact matches are ranked by the lower training loss; the
-                                             loss term is below 0.001, less than one solved task in 1000
+    eval/nll, heldout/nll                    mean per-cell cross-entropy (nats) of the true output canvas
+                                             under the model's stablemax, identity view (rlan.evaluation)
+    score                                    the default sweep objective (maximise), held-out data only:
+                                             heldout/exact_match + 0.001 * exp(-heldout/nll) (the eval/*
+                                             pair when there is no held-out set). exp(-nll) is the geometric
+                                             mean probability the model gives the true cells, in (0, 1], so
+                                             the second term orders trials with equal exact match by how
+                                             well they predict the unseen outputs, and never outweighs one
+                                             more solved query of up to 1000. No training loss and no
+                                             regulariser weight enters it.
 """
 
 from __future__ import annotations
@@ -155,10 +161,18 @@ def finish_epoch(reduced: dict[str, float]) -> dict[str, float]:
     return out
 
 
+SCORE_TIE_WEIGHT = 0.001
+SCORE_DEFINITION = (
+    "score = heldout/exact_match + 0.001*exp(-heldout/nll): held-out test pairs only "
+    "(exact match first, then the true outputs' cross-entropy; no training loss)"
+)
+
+
 def selection_score(metrics: dict[str, float]) -> float | None:
     """The sweep objective documented above; None before the first evaluation."""
-    exact = metrics.get("heldout/exact_match", metrics.get("eval/exact_match"))
+    prefix = "heldout" if "heldout/exact_match" in metrics else "eval"
+    exact = metrics.get(f"{prefix}/exact_match")
     if exact is None:
         return None
-    loss = metrics.get("train/loss", math.inf)
-    return exact + (0.001 / (1.0 + loss) if math.isfinite(loss) and loss >= 0 else 0.0)
+    nll = metrics.get(f"{prefix}/nll", math.inf)
+    return exact + (SCORE_TIE_WEIGHT * math.exp(-nll) if nll >= 0 else 0.0)

@@ -192,10 +192,7 @@ class Trainer:
             metrics = self.train_epoch(epoch)
             t = self.config.training
             if (epoch + 1) % self.config.evaluation.eval_every == 0 or epoch + 1 == t.max_epochs:
-                metrics.update(self.evaluation.run(self.core, stages_at(self.config, epoch), metrics))
-                score = selection_score(metrics)
-                if score is not None:
-                    metrics["score"] = score
+                metrics.update(self.evaluate(epoch, metrics))
             metrics["epoch"] = float(epoch + 1)
             self.epoch = epoch + 1
             self.history.append(metrics)
@@ -205,6 +202,15 @@ class Trainer:
                 shutil.rmtree(directory, ignore_errors=True)
             last = metrics
         return last
+
+    def evaluate(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
+        """Both evaluation sets under the epoch's stages, and the score. The score is computed from the
+        evaluation metrics alone, so no training loss or regulariser weight can reach it."""
+        metrics = self.evaluation.run(self.core, stages_at(self.config, epoch), train_metrics)
+        score = selection_score(metrics)
+        if score is not None:
+            metrics["score"] = score
+        return metrics
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         set_loader_epoch(self.loader, epoch)

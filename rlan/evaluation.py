@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from rlan.data import Augmentation, QuerySpec, collate_samples, decode_prediction, move_batch
+from rlan.losses.stablemax import log_stablemax
 from rlan.model import run_on_batch
 from rlan.model.output import ModelStages
 
@@ -57,6 +58,17 @@ def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
     return -(a * a.log()).flatten(2).sum(-1).mean(-1)
 
 
+def true_output_nll(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+    """(B,) mean over each sample's S x S canvas of -ln stablemax(logits)[true class]: the cross-entropy
+    of the true output canvas (its colours, and the OUTSIDE cells that give its size) under the model's
+    own predictive distribution. No class weights, focal factor, clamp or regulariser: the predictions
+    alone decide it."""
+    mask = batch["target_mask"]
+    log_p = log_stablemax(logits.permute(0, 2, 3, 1), dim=-1, dtype=torch.float64)
+    nll = -log_p.gather(-1, batch["query_targets"][..., None]).squeeze(-1)
+    return torch.where(mask, nll, 0.0).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1)
+
+
 def model_predictor(model: torch.nn.Module, stages: ModelStages) -> Predictor:
     def predict(batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         out = run_on_batch(model, batch, stages)
@@ -84,13 +96,16 @@ def evaluate_queries(
     grids: list[dict[bytes, np.ndarray]] = [{} for _ in specs]
     plain: list[np.ndarray | None] = [None] * len(specs)
     pixel_hits = pixel_total = 0
-    entropy_sum = 0.0
+    entropy_sum = nll_sum = 0.0
     for start in range(0, len(jobs), batch_size):
         chunk = jobs[start : start + batch_size]
         samples = [specs[q].build(views[v]) for q, v in chunk]
         batch = move_batch(collate_samples(samples), device)
         logits, attention = predict(batch)
         canvases = logits.argmax(1).cpu().numpy()
+        plain_view = torch.tensor([v == 0 for _, v in chunk], device=logits.device)
+        if plain_view.any():
+            nll_sum += float(true_output_nll(logits.float(), batch)[plain_view].sum())
         if attention is not None:
             entropy_sum += float(attention_entropy(attention).sum())
         for (q, v), sample, canvas in zip(chunk, samples, canvases):
@@ -114,6 +129,7 @@ def evaluate_queries(
         "exact_match": sum(r.exact for r in results) / n,
         "pixel_accuracy": pixel_hits / max(pixel_total, 1),
         "entropy": entropy_sum / max(len(jobs), 1),
+        "nll": nll_sum / n,
         "count": float(len(results)),
     }
     if len(views) > 1:

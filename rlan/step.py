@@ -38,7 +38,9 @@ class MetaLosses:
         t = config.training
         self.config = config
         self.cap = MetaCap.from_config(t.meta_escalation)
-        self.equiv = AugmentationEquivarianceLoss(t.equivariance_training.num_augmentations)
+        self.equiv = AugmentationEquivarianceLoss(
+            t.equivariance_training.num_augmentations, pooling=t.equivariance_training.pooling
+        )
         self.output_equiv = OutputEquivarianceLoss(
             t.output_equivariance_training.num_augmentations, t.output_equivariance_training.color_permutation
         )
@@ -66,15 +68,30 @@ class MetaLosses:
             terms["output_equiv"] = (t.output_equivariance_training.loss_weight, loss)
         return terms
 
+    def cap_inputs(self, losses: dict[str, torch.Tensor], terms: dict) -> tuple[float, list[float]]:
+        """The task-loss value and the meta weights the cap compares (training.meta_escalation
+        .meta_loss_cap_inputs): the seed's, or those of the losses active this batch."""
+        t = self.config.training
+        task = float(losses["task_loss"].detach())
+        if t.meta_escalation.meta_loss_cap_inputs == "active":
+            return task, [w for w, _ in terms.values()]
+        # The seed's train_epoch: its task loss holds the min-clue hinge (reference 4.4), and W counts the
+        # LOO and context-equivariance losses that exist, whether or not they have started.
+        task += t.lambda_sparsity * float(losses["min_clue_loss"].detach())
+        blocks = (t.loo_training, t.equivariance_training)
+        return task, [b.loss_weight for b in blocks if b.enabled]
+
     def combine(
-        self, task_loss: float, terms: dict[str, tuple[float, torch.Tensor]]
+        self, losses: dict[str, torch.Tensor], terms: dict[str, tuple[float, torch.Tensor]]
     ) -> tuple[float, torch.Tensor]:
-        """The cap factor and factor * sum(weight * loss)."""
-        if not terms:
-            return 1.0, torch.zeros(())
-        weights = [w for w, _ in terms.values()]
+        """The cap factor of this batch and factor * sum(weight * loss) over the active meta losses."""
+        task, weights = self.cap_inputs(losses, terms)
+        if self.cap.mode == "value":  # compares values, so only the losses computed this batch count
+            weights = [w for w, _ in terms.values()]
         values = [float(loss.detach()) for _, loss in terms.values()]
-        factor = self.cap.factor(task_loss, weights, values)
+        factor = self.cap.factor(task, weights, values if self.cap.mode == "value" else ())
+        if not terms:
+            return factor, torch.zeros(())
         return factor, factor * sum(w * loss for w, loss in terms.values())
 
 
@@ -119,7 +136,7 @@ def train_batches(trainer: Trainer, epoch: int, acc: MetricAccumulator) -> StepO
             out = run_on_batch(model, batch, stages)
             losses = trainer.loss_fn(out, batch)
             terms = trainer.meta.compute(core, batch, out, stages, epoch, index)
-        factor, meta_total = trainer.meta.combine(float(losses["task_loss"].detach()), terms)
+        factor, meta_total = trainer.meta.combine(losses, terms)
         total = losses["total"] + meta_total.to(losses["total"].device)
         if trainer.hooks.after_loss:
             total = trainer.hooks.after_loss(epoch, index, total)

@@ -21,6 +21,10 @@ __all__ = [
     "random_color_permutation",
     "permute_colors",
     "unpermute_class_axis",
+    "anchored_d4",
+    "unanchor_d4",
+    "grid_sizes",
+    "transposes_size",
 ]
 
 
@@ -69,3 +73,92 @@ def unpermute_class_axis(values: torch.Tensor, perm: torch.Tensor, dim: int = 1)
     """Per-class values (logits, probabilities) of a recoloured view back in the original colours: the
     view's class perm[c] is the original's class c."""
     return values.index_select(dim, perm.to(values.device))
+
+
+# ------------------------------------------------------------------ views anchored at the top-left
+# The data pipeline places every grid at the top-left of its canvas and marks the output's size with
+# OUTSIDE cells there. Transforming the whole padded canvas would move grids to other corners, a shift no
+# real sample has, and would punish a model for predicting the size the way it was taught. A view is
+# therefore built the way evaluation's TTA builds it: each grid is transformed on its own and placed
+# top-left. Over the sample's S x S canvas this is a bijection (the D4 transform of the canvas followed by
+# the cyclic shift that brings the grid back to the corner), so it has an exact inverse for logits too;
+# cells beyond S (batch padding) stay where they are.
+
+
+def _source_cell(transform: int, r, c, h, w):
+    """Transform `transform` of an h x w grid: the source (row, col) of result cell (r, c)."""
+    table = {
+        0: (r, c),
+        1: (c, w - 1 - r),
+        2: (h - 1 - r, w - 1 - c),
+        3: (h - 1 - c, r),
+        4: (r, w - 1 - c),
+        5: (h - 1 - r, c),
+        6: (c, r),
+        7: (h - 1 - c, w - 1 - r),
+    }
+    if transform not in table:
+        raise ValueError(f"D4 transform id must be 0..7, got {transform}")
+    return table[transform]
+
+
+def anchored_source_index(
+    transform: int, heights: torch.Tensor, widths: torch.Tensor, sides: torch.Tensor, canvas: int
+) -> torch.Tensor:
+    """(..., canvas*canvas) long: for each cell of the view canvas, the flat index of the original cell it
+    takes its value from. heights/widths (...): the grid's size in the original frame; sides (...): the
+    sample's canvas S. The grid block goes to the transformed block at the top-left; the rest of the S x S
+    canvas maps onto the rest, bijectively; cells beyond S map to themselves."""
+    device = heights.device
+    line = torch.arange(canvas, device=device)
+    r, c = line.view(-1, 1).expand(canvas, canvas), line.view(1, -1).expand(canvas, canvas)
+    h, w, s = (
+        t.to(device).long()[..., None, None] for t in (heights.clamp(min=1), widths.clamp(min=1), sides)
+    )
+    # Where the grid's corners land under the plain S x S transform: the shift that re-anchors it.
+    inverse = INVERSE_D4[transform]
+    r0, c0 = _source_cell(inverse, torch.zeros_like(h), torch.zeros_like(w), s, s)
+    r1, c1 = _source_cell(inverse, h - 1, w - 1, s, s)
+    shift_r, shift_c = torch.minimum(r0, r1), torch.minimum(c0, c1)
+    src_r, src_c = _source_cell(transform, (r + shift_r) % s, (c + shift_c) % s, s, s)
+    inside = (r < s) & (c < s)
+    src_r, src_c = torch.where(inside, src_r, r), torch.where(inside, src_c, c)
+    return (src_r * canvas + src_c).flatten(-2)
+
+
+def grid_sizes(grids: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heights and widths (...) of top-left grids on (..., L, L) canvases whose other cells are `blank`."""
+    filled = grids != blank
+    return filled.any(-1).sum(-1), filled.any(-2).sum(-1)
+
+
+def anchored_d4(grids: torch.Tensor, transform: int, sides: torch.Tensor, blank: int) -> torch.Tensor:
+    """Transform each top-left grid of (B, ..., L, L) on its own and place it top-left again; sides (B,)
+    is each sample's canvas S. Cells outside the grid stay `blank`."""
+    if transform == 0:
+        return grids
+    h, w = grid_sizes(grids, blank)
+    side = grids.shape[-1]
+    s = sides.view(-1, *([1] * (h.dim() - 1))).expand_as(h)
+    index = anchored_source_index(transform, h, w, s, side)
+    return grids.flatten(-2).gather(-1, index).view_as(grids)
+
+
+def transposes_size(transform: int) -> bool:
+    """Whether transform swaps a grid's height and width (the rotations by 90 and the transposes)."""
+    return transform in (1, 3, 6, 7)
+
+
+def unanchor_d4(
+    values: torch.Tensor, transform: int, view_heights: torch.Tensor, view_widths: torch.Tensor, sides
+) -> torch.Tensor:
+    """The exact inverse of anchored_d4 on per-cell values (B, C, L, L) of a view, given the size of the
+    view's grid (B,) (the decoded size of its prediction) and each sample's canvas S (B,)."""
+    if transform == 0:
+        return values
+    h, w = (view_widths, view_heights) if transposes_size(transform) else (view_heights, view_widths)
+    side = values.shape[-1]
+    forward = anchored_source_index(transform, h, w, sides, side)  # view cell -> original cell
+    back = torch.argsort(forward, dim=-1)  # original cell -> the view cell that holds it
+    flat = values.flatten(-2)
+    return flat.gather(-1, back[:, None, :].expand_as(flat)).view_as(values)

@@ -17,11 +17,12 @@ import torch.nn.functional as F
 
 from rlan.data.constants import OUTSIDE, PAD
 from rlan.losses.d4 import (
+    anchored_d4,
     apply_d4,
-    invert_d4,
     permute_colors,
     random_color_permutation,
     sample_d4,
+    unanchor_d4,
     unpermute_class_axis,
 )
 from rlan.model.output import LoraDeltas, ModelStages
@@ -36,7 +37,8 @@ def _grad_safe_zero(model: torch.nn.Module) -> torch.Tensor:
 
 
 def context_pool(model, pooling: Pooling | None = None) -> Callable:
-    """The HyperLoRA pooling to use: `pooling` if given, else the model's configured one."""
+    """A HyperLoRA pooling: `pooling` if given, else the one the model's forward uses (LOO predicts the
+    held-out pair the way the forward predicts the query)."""
     pooling = pooling or model.config.hyperlora_pooling
     if pooling == "simple":
         return model.hyper_lora.pool_context_simple
@@ -112,33 +114,58 @@ def loo_loss(
 
 
 # ---------------------------------------------------------------------------- output equivariance
+def batch_sides(batch: dict) -> torch.Tensor:
+    """(B,) each sample's canvas S (the whole batch canvas when the batch does not say)."""
+    sizes = batch.get("canvas_sizes")
+    if sizes is None:
+        b, side = batch["query_inputs"].shape[0], batch["query_inputs"].shape[-1]
+        return torch.full((b,), side, dtype=torch.long, device=batch["query_inputs"].device)
+    return sizes.to(batch["query_inputs"].device)
+
+
+def view_grids(grids: torch.Tensor, transform: int, sides: torch.Tensor, color_perm=None) -> torch.Tensor:
+    """One view of PAD-padded top-left grids: colours recoloured first, then each grid transformed on its
+    own and placed top-left again (rlan.losses.d4.anchored_d4), as evaluation's TTA views are built."""
+    if color_perm is not None:
+        grids = permute_colors(grids, color_perm)
+    return anchored_d4(grids, transform, sides, PAD)
+
+
 def transform_batch_inputs(batch: dict, transform: int, color_perm: torch.Tensor | None = None):
-    """(support_inputs, support_outputs, support_mask, query_inputs) of one view: the whole square canvas
-    under D4 `transform`, colours recoloured by `color_perm` first if given."""
-
-    def view(grid: torch.Tensor) -> torch.Tensor:
-        if color_perm is not None:
-            grid = permute_colors(grid, color_perm)
-        return apply_d4(grid, transform)
-
+    """(support_inputs, support_outputs, support_mask, query_inputs) of one view of the batch."""
+    sides = batch_sides(batch)
     return (
-        view(batch["support_inputs"]),
-        view(batch["support_outputs"]),
+        view_grids(batch["support_inputs"], transform, sides, color_perm),
+        view_grids(batch["support_outputs"], transform, sides, color_perm),
         batch["support_mask"],
-        view(batch["query_inputs"]),
+        view_grids(batch["query_inputs"], transform, sides, color_perm),
     )
 
 
+def predicted_sizes(logits: torch.Tensor, sides: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B,) heights and widths that decode_prediction reads off the argmax of (B, C, L, L) logits:
+    the run of non-OUTSIDE cells down column 0 and along row 0 of the S x S canvas, at least 1."""
+    pred = logits.argmax(1)
+    line = torch.arange(pred.shape[-1], device=pred.device)
+    within = line[None, :] < sides[:, None]
+    down = (pred[:, :, 0] != OUTSIDE) & within
+    along = (pred[:, 0, :] != OUTSIDE) & within
+    return down.long().cumprod(1).sum(1).clamp(min=1), along.long().cumprod(1).sum(1).clamp(min=1)
+
+
 class OutputEquivarianceLoss:
-    """Fix 3. For `num_augmentations` distinct non-identity D4 transforms (sampled with `generator`) of the
-    query and all support grids, optionally with a colour permutation of 1-9 (0 and PAD fixed), run the
-    model under no_grad in its current mode with the caller's stages, undo the transform on the logits
-    (spatially; the class axis for colours) and average the softmax probabilities: the consensus q.
+    """Fix 3. For `num_augmentations` distinct non-identity D4 transforms (sampled with `generator`),
+    optionally with a colour permutation of 1-9 (0 and PAD fixed), build the view as evaluation builds a
+    TTA view (each grid transformed on its own, placed top-left), run the model under no_grad in its
+    current mode with the caller's stages, and map the view's logits back through the exact inverse of
+    that view: spatially, with the output size the view's own prediction decodes to, then the class axis
+    for colours. The consensus q is the mean of their softmax probabilities.
     Loss = KL(q || p) with p = softmax(original logits), which carries the gradient; per cell
     sum_c q (ln q - ln p), averaged over the cells of batch['target_mask'] per sample, then over the
     samples that have any (the original's mask never applied). Softmax, not stablemax, as the original.
-    The transforms move grids away from the top-left corner of the canvas, a shift the data pipeline
-    never makes, as in the original.
+    A model that predicts consistently in every view scores 0, whatever the size of its outputs. (The
+    original transformed the whole canvas, which moved grids off the top-left corner where the OUTSIDE
+    cells encode the size, and so pulled correct size predictions apart.)
     """
 
     def __init__(self, num_augmentations: int = 2, color_permutation: bool = False):
@@ -147,13 +174,15 @@ class OutputEquivarianceLoss:
         self.color_permutation = color_permutation
 
     def consensus(self, model, batch: dict, stages: ModelStages, generator=None) -> torch.Tensor:
-        """(B, C, H, W) mean of the inverse-transformed softmax probabilities of the augmented views."""
+        """(B, C, H, W) mean of the softmax probabilities of the augmented views, in the original frame."""
         total = 0.0
+        sides = batch_sides(batch)
         with torch.no_grad():
             for transform in sample_d4(self.num_augmentations, generator):
                 perm = random_color_permutation(generator) if self.color_permutation else None
-                logits = model(*transform_batch_inputs(batch, transform, perm), stages=stages).logits
-                logits = invert_d4(logits.float(), transform)
+                logits = model(*transform_batch_inputs(batch, transform, perm), stages=stages).logits.float()
+                heights, widths = predicted_sizes(logits, sides)
+                logits = unanchor_d4(logits, transform, heights, widths, sides)
                 if perm is not None:
                     logits = unpermute_class_axis(logits, perm)
                 total = total + torch.softmax(logits, dim=1)
@@ -169,8 +198,8 @@ class OutputEquivarianceLoss:
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """original_logits: the main forward's logits (with gradient), to save a forward; else recomputed."""
         if original_logits is None:
-            inputs = transform_batch_inputs(batch, 0)
-            original_logits = model(*inputs, stages=stages).logits
+            inputs = (batch["support_inputs"], batch["support_outputs"], batch["support_mask"])
+            original_logits = model(*inputs, batch["query_inputs"], stages=stages).logits
         q = self.consensus(model, batch, stages, generator)
         mask = batch["target_mask"].bool()
         q_cells = q.permute(0, 2, 3, 1)[mask]  # (M, C): counted cells only
@@ -203,57 +232,59 @@ def delta_distance(original: LoraDeltas, augmented: LoraDeltas) -> torch.Tensor:
 class AugmentationEquivarianceLoss:
     """Context-level equivariance (the consumer of fix 4): LoRA deltas of D4-augmented support vs the original.
 
-    augment='grids' (default) transforms the support GRIDS and re-encodes them, so the gradient reaches the
-    context encoder and HyperLoRA; augment='maps' rotates the original support maps (the original's variant).
-    The original side is computed without gradient; loss = delta_distance averaged over the transforms.
+    augment='grids' (default) builds views of the support GRIDS the way evaluation builds TTA views (each
+    grid transformed on its own and placed top-left, rlan.losses.d4.anchored_d4) and re-encodes them, so
+    the gradient reaches the context encoder and HyperLoRA; augment='maps' rotates the original support
+    maps (the original's variant). The original side is computed without gradient; loss = delta_distance
+    averaged over the transforms.
 
-    pooling (None = the model's configured one):
-      'simple'  pool_context_simple, orientation-sensitive: the loss is non-zero and teaches invariance (fix 4).
-      'd4'      the invariant pooling. On maps it is HyperLoRA.pool_context (mean over the 8 D4 transforms of
-                the maps). On grids the context encoder itself is not D4-equivariant (learned positions), so
-                invariance needs the mean over the grids' whole D4 orbit, each re-encoded: both sides then
-                average the same 8 contexts and the loss is ~0 with no useful gradient, which is the
-                original's degenerate behaviour reproduced on purpose (the 'fix off' arm of an ablation).
+    pooling is the seed's fix 4 switch and this loss's own setting (training.equivariance_training.pooling);
+    the model's forward pooling (model.hyperlora_pooling) is not read:
+      'simple'  pool_context_simple on both sides, orientation-sensitive: the loss is non-zero and teaches
+                invariance (fix 4 on).
+      'd4'      the invariant pooling on both sides (fix 4 off). On maps it is HyperLoRA.pool_context (mean
+                over the 8 D4 transforms of the maps). On grids the context encoder itself is not
+                D4-equivariant (learned positions), so invariance needs the mean over the grids' whole D4
+                orbit, each re-encoded: both sides then average the same 8 contexts and the loss is ~0 with
+                no useful gradient, the original's degenerate behaviour reproduced on purpose.
     """
 
     def __init__(
         self,
         num_augmentations: int = 2,
-        pooling: Pooling | None = None,
+        pooling: Pooling = "simple",
         augment: Literal["grids", "maps"] = "grids",
     ):
         sample_d4(num_augmentations)
         if augment not in ("grids", "maps"):
             raise ValueError(f"augment must be 'grids' or 'maps', got {augment!r}")
-        if pooling not in (None, "simple", "d4"):
+        if pooling not in ("simple", "d4"):
             raise ValueError(f"pooling must be 'simple' or 'd4', got {pooling!r}")
         self.num_augmentations = num_augmentations
         self.pooling = pooling
         self.augment = augment
 
-    def _grid_context(self, model, inputs, outputs, mask, pooling: Pooling) -> torch.Tensor:
-        if pooling == "simple":
-            return model.hyper_lora.pool_context_simple(model.encode_support(inputs, outputs, mask), mask)
-        orbit = [
-            model.hyper_lora.pool_context_simple(
-                model.encode_support(apply_d4(inputs, k), apply_d4(outputs, k), mask), mask
-            )
-            for k in range(8)
-        ]
-        return torch.stack(orbit).mean(0)
+    def _grid_context(self, model, inputs, outputs, mask, sides) -> torch.Tensor:
+        def context(k: int) -> torch.Tensor:
+            maps = model.encode_support(view_grids(inputs, k, sides), view_grids(outputs, k, sides), mask)
+            return model.hyper_lora.pool_context_simple(maps, mask)
+
+        if self.pooling == "simple":
+            return context(0)
+        return torch.stack([context(k) for k in range(8)]).mean(0)
 
     def __call__(
         self, model, batch: dict, stages: ModelStages, generator: torch.Generator | None = None
     ) -> tuple[torch.Tensor, dict[str, float]]:
         if model.hyper_lora is None:
             raise ValueError("AugmentationEquivarianceLoss needs a model with HyperLoRA")
-        pooling = self.pooling or model.config.hyperlora_pooling
-        pool = context_pool(model, pooling)
+        pool = context_pool(model, self.pooling)
         inputs, outputs = batch["support_inputs"], batch["support_outputs"]
         mask = batch["support_mask"].bool()
+        sides = batch_sides(batch)
         with torch.no_grad():
             if self.augment == "grids":
-                context = self._grid_context(model, inputs, outputs, mask, pooling)
+                context = self._grid_context(model, inputs, outputs, mask, sides)
             else:
                 maps = model.encode_support(inputs, outputs, mask)
                 context = pool(maps, mask)
@@ -262,9 +293,9 @@ class AugmentationEquivarianceLoss:
         losses = []
         for transform in sample_d4(self.num_augmentations, generator):
             if self.augment == "grids":
-                aug_context = self._grid_context(
-                    model, apply_d4(inputs, transform), apply_d4(outputs, transform), mask, pooling
-                )
+                aug_inputs = view_grids(inputs, transform, sides)
+                aug_outputs = view_grids(outputs, transform, sides)
+                aug_context = self._grid_context(model, aug_inputs, aug_outputs, mask, sides)
             else:
                 aug_context = pool(apply_d4(maps, transform), mask)
             augmented = model.hyper_lora.compute_deltas(aug_context, stages.delta_scale)

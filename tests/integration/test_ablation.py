@@ -80,7 +80,8 @@ def test_a_tiny_ablation_produces_every_arm_and_a_complete_report(tmp_path):
             "plots/predictions_eval.png",
             "plots/clue_attention.png",
         } <= plots, plots
-        pooling = run.data.params["model.hyperlora_pooling"]
+        assert run.data.params["model.hyperlora_pooling"] == "simple"  # fix 4 leaves the forward alone
+        pooling = run.data.params["training.equivariance_training.pooling"]
         assert pooling == (
             "d4" if run.data.tags["rlan.arm"] in ("all_off", "without_fix4_pool_context_simple") else "simple"
         )

@@ -94,3 +94,27 @@ def test_loo_without_qualifying_sample_is_a_grad_safe_zero(model, batch):
     loss, info = loo_loss(model, single, STAGES)
     assert loss.item() == 0.0 and info["loo_num_holdouts"] == 0
     loss.backward()
+
+
+@pytest.mark.parametrize(
+    "term, weight",
+    [("clue_variance_loss", "clue_variance_weight"), ("stop_saturation_loss", "stop_saturation_weight")],
+)
+def test_fix5_and_fix6_terms_are_in_the_training_total_with_their_gradient(model, batch, term, weight):
+    """Fails if the term is dropped from RLANLoss's total, or reaches it detached (the original's bug)."""
+    output = forward(model.train(), batch)
+    # A high target std and a tiny threshold, so both hinges are active on this batch.
+    off = TrainingConfig(clue_target_variance=5.0, stop_saturation_threshold=0.01)
+    on = off.model_copy(update={weight: 2.0})
+    without, with_term = RLANLoss(off)(output, batch), RLANLoss(on)(output, batch)
+    assert with_term[term] > 0 and without[term] == 0
+    torch.testing.assert_close(with_term["total"] - without["total"], with_term[term])
+
+    def grad(value):
+        return torch.autograd.grad(value, output.stop_logits, retain_graph=True)[0]
+
+    of_term = grad(with_term[term])
+    assert of_term.abs().max() > 0
+    torch.testing.assert_close(
+        grad(with_term["total"]) - grad(without["total"]), of_term, rtol=1e-4, atol=1e-8
+    )

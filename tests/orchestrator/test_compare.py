@@ -11,13 +11,15 @@ from orchestrator.compare_report import parameter_importance
 from orchestrator.search_space import parse_search_space
 from orchestrator.tracking import RunLogger
 from rlan.config import ConfigError, RunConfig, apply_flat, load_config
+from rlan.diagnostics import SCORE_DEFINITION
 
 SPACE = """\
 training.clue_target_variance: {type: uniform, low: 0.1, high: 1.5}
 training.learning_rate: {type: loguniform, low: 5.0e-4, high: 5.0e-3}
 """
 BASE = apply_flat(RunConfig(), {"model.hidden_dim": 16, "training.max_epochs": 3})
-# trial id -> (knobs, status, stop reason, per-epoch metrics); t1 ties t0 on the metric with a lower loss.
+# trial id -> (knobs, status, stop reason, per-epoch metrics); t1 ties t0 on the metric with a lower
+# held-out NLL and a HIGHER training loss: the tie goes to the better held-out predictions.
 TRIALS = {
     "t0": (
         {"training.clue_target_variance": 0.3, "training.learning_rate": 1e-3},
@@ -26,7 +28,13 @@ TRIALS = {
         [
             {"heldout/exact_match": 0.1, "train/loss": 1.0, "nan_batches": 0, "clues/std": 0.2},
             {"heldout/exact_match": 0.3, "train/loss": 0.9, "nan_batches": 0, "clues/std": 0.3},
-            {"heldout/exact_match": 0.5, "train/loss": 0.8, "nan_batches": 1, "clues/std": 0.4},
+            {
+                "heldout/exact_match": 0.5,
+                "heldout/nll": 0.9,
+                "train/loss": 0.5,
+                "nan_batches": 1,
+                "clues/std": 0.4,
+            },
         ],
     ),
     "t1": (
@@ -36,7 +44,13 @@ TRIALS = {
         [
             {"heldout/exact_match": 0.2, "train/loss": 0.9, "nan_batches": 0, "clues/std": 0.5},
             {"heldout/exact_match": 0.4, "train/loss": 0.7, "nan_batches": 0, "clues/std": 0.6},
-            {"heldout/exact_match": 0.5, "train/loss": 0.6, "nan_batches": 0, "eval/exact_match": 0.25},
+            {
+                "heldout/exact_match": 0.5,
+                "heldout/nll": 0.7,
+                "train/loss": 0.6,
+                "nan_batches": 0,
+                "eval/exact_match": 0.25,
+            },
         ],
     ),
     "t2": (
@@ -101,7 +115,7 @@ def comparison(sweep):
 
 
 # ------------------------------------------------------------------------------------ ranking
-def test_trials_rank_by_last_metric_ties_by_lower_loss_and_failed_last(comparison):
+def test_trials_rank_by_last_metric_ties_by_lower_heldout_nll_and_failed_last(comparison):
     assert [t.trial_id for t in comparison.trials] == ["t1", "t0", "t2", "t3"]
     assert [t.value for t in comparison.trials] == [0.5, 0.5, 0.25, None]
     assert [t.epochs for t in comparison.trials] == [3, 3, 2, 1]
@@ -119,8 +133,8 @@ def test_trials_rank_by_last_metric_ties_by_lower_loss_and_failed_last(compariso
 def test_a_loss_metric_ranks_ascending(sweep):
     by_loss = compare_sweep(sweep[0], "demo", metric="train/loss")
     assert by_loss.mode == "min"
-    assert [t.trial_id for t in by_loss.trials] == ["t1", "t0", "t2", "t3"]
-    assert [t.value for t in by_loss.trials] == [0.6, 0.8, 1.1, 1.5]
+    assert [t.trial_id for t in by_loss.trials] == ["t0", "t1", "t2", "t3"]
+    assert [t.value for t in by_loss.trials] == [0.5, 0.6, 1.1, 1.5]
 
 
 def test_best_config_loads_with_the_best_knobs_and_only_what_differs(comparison, tmp_path):
@@ -223,3 +237,9 @@ def test_without_a_search_space_tag_the_knobs_are_the_params_that_vary(sweep):
     assert result.knobs == ["training.seed"]
     assert [t.trial_id for t in result.trials] == ["s2", "s1", "s0"]
     assert result.importance == {"training.seed": 1.0}
+
+
+def test_the_table_says_what_score_is(sweep):
+    text = format_comparison(compare_sweep(sweep[0], "demo", metric="score"))
+    assert SCORE_DEFINITION in text and "no training loss" in SCORE_DEFINITION
+    assert SCORE_DEFINITION not in format_comparison(compare_sweep(sweep[0], "demo"))

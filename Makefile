@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test test-fast sweep debug lint bench clean
+.PHONY: install test test-fast sweep debug learn lint bench clean
 
 # CPU torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
 # A GPU user can pre-install their CUDA torch 2.13 into .venv; pip then keeps it.
@@ -30,6 +30,10 @@ debug: $(STAMP)
 # A small real sweep: embedded local Ray, MLflow in ./mlruns.db, 4 trials of the debug config, 2 at a time.
 sweep: $(STAMP)
 	$(BIN)/rlan sweep -c configs/debug.yaml -s search_spaces/quick.yaml --trials 4 --concurrency 2
+
+# The learnability benchmark: configs/learnable.yaml on its 12 global-rule tasks, a table at the end.
+learn: $(STAMP)
+	$(BIN)/python -m bench.learning
 
 lint: $(STAMP)
 	$(BIN)/ruff check rlan orchestrator tests bench

@@ -316,7 +316,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
 }
 
 
-def _bad_input_errors() -> tuple[type[BaseException], ...]:
+def bad_input_errors() -> tuple[type[BaseException], ...]:
     from orchestrator.cluster import ClusterError
     from orchestrator.tracking import TrackingError
     from rlan.checkpoint import CheckpointError
@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         return COMMANDS[args.command](args)
-    except _bad_input_errors() as exc:
+    except bad_input_errors() as exc:
         print(f"rlan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

@@ -14,6 +14,8 @@ Metric names are stable: they are the MLflow metric keys and the Tune metric nam
     meta/loo_loss, meta/equiv_loss, meta/output_equiv_loss   raw meta losses (0 while inactive)
     lora/delta_norm                          mean per-sample Frobenius norm of the LoRA deltas
     grad_norm, lr, temperature, samples_per_s, epoch_time_s, epoch_aborted
+    samples_seen, wall_s                     training samples so far (resumes included); seconds since this
+                                             process started fitting, evaluation included
     eval/*, heldout/*                        rlan.evaluation metrics on the two evaluation sets
     entropy_ratio                            eval/entropy / train/entropy (the seed's entropy gap)
     eval/nll, heldout/nll                    mean per-cell cross-entropy (nats) of the true output canvas

@@ -137,6 +137,7 @@ class Trainer:
         self.meta = MetaLosses(config)
         self.evaluation = EvaluationSets(config, self.device, rank, world_size)
         self.epoch = 0
+        self.samples_seen = 0.0  # training samples over all epochs, resumed runs included
         self.amp = self.device.type == "cuda" and t.mixed_precision in ("auto", "bf16")
         self.amp = self.amp or t.mixed_precision == "bf16"
         self.history: list[dict[str, float]] = []
@@ -148,6 +149,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
+            "samples_seen": self.samples_seen,
             "rng": rng_state(),
             "config": self.config.to_dict(),
         }
@@ -163,6 +165,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
+        self.samples_seen = float(state.get("samples_seen", 0.0))
         restore_rng(state["rng"])
 
     def resume(self, checkpoint_dir: str | Path) -> None:
@@ -187,13 +190,17 @@ class Trainer:
     def fit(self) -> dict[str, float]:
         """Train from self.epoch to max_epochs, reporting after each epoch; returns the last metrics."""
         last: dict[str, float] = {}
+        start = time.perf_counter()
         while self.epoch < self.config.training.max_epochs:
             epoch = self.epoch
             metrics = self.train_epoch(epoch)
+            self.samples_seen += metrics.get("samples", 0.0)
+            metrics["samples_seen"] = self.samples_seen
             t = self.config.training
             if (epoch + 1) % self.config.evaluation.eval_every == 0 or epoch + 1 == t.max_epochs:
                 metrics.update(self.evaluate(epoch, metrics))
             metrics["epoch"] = float(epoch + 1)
+            metrics["wall_s"] = time.perf_counter() - start  # training and evaluation, this process
             self.epoch = epoch + 1
             self.history.append(metrics)
             directory = self._write_checkpoint()

@@ -52,7 +52,11 @@ def test_a_run_reports_every_epoch_with_the_documented_diagnostics(tmp_path):
             "lr",
             "temperature",
             "samples_per_s",
+            "samples_seen",
+            "wall_s",
             "eval/exact_match",
+            "heldout/nll",
+            "score",
             "heldout/exact_match",
             "entropy_ratio",
         ]:

@@ -22,7 +22,9 @@ solves; `bench.task_sets` computes the second one):
 from __future__ import annotations
 
 import argparse
+import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -62,18 +64,45 @@ def curve_rows(client, run_id: str) -> list[dict[str, float]]:
     for key, _, _ in COLUMNS:
         for point in client.get_metric_history(run_id, key):
             by_step.setdefault(point.step, {})[key] = point.value
-    return [row for _, row in sorted(by_step.items()) if "heldout/exact_match" in row or "eval/exact_match" in row]
+    return [
+        row for _, row in sorted(by_step.items()) if "heldout/exact_match" in row or "eval/exact_match" in row
+    ]
+
+
+def solved_by_task(client, run_id: str) -> list[str]:
+    """'held-out solved: <task> k/n ...' per evaluation set, from the run's results/*_queries.json."""
+    import tempfile
+
+    lines = []
+    with tempfile.TemporaryDirectory() as scratch:
+        for name in ("heldout", "eval"):
+            try:
+                local = client.download_artifacts(run_id, f"results/{name}_queries.json", scratch)
+            except Exception:  # an older run or an empty set: nothing to list
+                continue
+            per_task: dict[str, list[bool]] = {}
+            for row in json.loads(Path(local).read_text()):
+                per_task.setdefault(row["task_id"], []).append(row["exact"])
+            solved = [f"{t} {sum(v)}/{len(v)}" for t, v in sorted(per_task.items()) if any(v)]
+            lines.append(
+                f"{name} solved ({len(solved)} of {len(per_task)} tasks): {', '.join(solved) or '-'}"
+            )
+    return lines
 
 
 def format_table(rows: list[dict[str, float]]) -> str:
     header = [label for _, label, _ in COLUMNS]
-    cells = [[fmt.format(row[key]) if key in row and math.isfinite(row[key]) else "-" for key, _, fmt in COLUMNS] for row in rows]
+    cells = [
+        [fmt.format(row[key]) if key in row and math.isfinite(row[key]) else "-" for key, _, fmt in COLUMNS]
+        for row in rows
+    ]
     widths = [max(len(line[i]) for line in [header, *cells]) for i in range(len(header))]
     return "\n".join("  ".join(c.rjust(w) for c, w in zip(line, widths)) for line in [header, *cells])
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a clean table
     from mlflow import MlflowClient
 
     from orchestrator.cli import bad_input_errors
@@ -93,8 +122,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name = args.run_name or f"learning-{args.set or Path(args.config).stem}"
     run_id, _ = run_debug(config, uri, args.experiment, name, echo=not args.quiet)
+    client = MlflowClient(uri)
     print()
-    print(format_table(curve_rows(MlflowClient(uri), run_id)))
+    print(format_table(curve_rows(client, run_id)))
+    for line in solved_by_task(client, run_id):
+        print(line)
     again = ["python -m bench.learning", *(sys.argv[1:] if argv is None else argv)]
     print(f"\nrepeat: {' '.join(again)}")
     print(f"MLflow: {uri}, experiment '{args.experiment}', run {run_id}")

@@ -26,7 +26,11 @@ def overrides(name: str) -> list[str]:
     if name == "first100":
         return ["data.tasks=null", "data.max_tasks=100", "evaluation.heldout_max_tasks=100"]
     ids = SETS[name]
-    return [f"data.tasks=[{','.join(ids)}]", "data.max_tasks=null", f"evaluation.heldout_max_tasks={len(ids)}"]
+    return [
+        f"data.tasks=[{','.join(ids)}]",
+        "data.max_tasks=null",
+        f"evaluation.heldout_max_tasks={len(ids)}",
+    ]
 
 
 def _neighbourhoods(grid: np.ndarray) -> list[tuple[int, ...]]:
@@ -48,7 +52,9 @@ def local_rule_tasks(tasks, exclude=(), max_side: int = 10, min_seen: float = 0.
         if not any((i != o).any() for i, o in pairs):
             continue
         table: dict[tuple[int, ...], int] = {}
-        if any(table.setdefault(n, int(c)) != c for i, o in pairs for n, c in zip(_neighbourhoods(i), o.flat)):
+        if any(
+            table.setdefault(n, int(c)) != c for i, o in pairs for n, c in zip(_neighbourhoods(i), o.flat)
+        ):
             continue
         demo = {n for i, _ in task.train for n in _neighbourhoods(i)}
         test = [n for i, _ in task.test for n in _neighbourhoods(i)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,21 @@ def prediction_rows(results: list[QueryResult], limit: int) -> list[dict]:
     return rows
 
 
+def query_records(results: list[QueryResult]) -> list[dict]:
+    """One JSON-ready row per evaluated query: which task, solved or not, and the predicted size."""
+    return [
+        {
+            "task_id": r.spec.task.task_id,
+            "query_index": r.spec.query_index,
+            "exact": bool(r.exact),
+            "tta_pass_at_1": bool(r.pass_at(1)) if r.ranked else bool(r.exact),
+            "target_shape": list(r.target.shape),
+            "predicted_shape": list(r.plain.shape),
+        }
+        for r in results
+    ]
+
+
 def attention_figure(model: torch.nn.Module, spec, stages, device) -> object | None:
     """Clue attention maps of one held-out sample."""
     from rlan.data import collate_samples, move_batch
@@ -75,6 +91,7 @@ def log_run_artifacts(
             plots.plot_learning_curves(series, None, "learning curves"), "plots/learning_curves.png"
         )
     for name, found in results.items():
+        logger.log_text(json.dumps(query_records(found), indent=1), f"results/{name}_queries.json")
         rows = prediction_rows(found, config.logging.num_plot_tasks)
         if rows:
             logger.log_figure(plots.plot_predictions(rows), f"plots/predictions_{name}.png")
@@ -93,6 +110,10 @@ def render_final_plots(trainer, directory: str | Path) -> list[Path]:
     folder = Path(directory) / "plots"
     written = []
     for name, results in trainer.evaluation.last_results.items():
+        folder.mkdir(parents=True, exist_ok=True)
+        table = folder / f"{name}_queries.json"
+        table.write_text(json.dumps(query_records(results), indent=1))
+        written.append(table)
         rows = prediction_rows(results, trainer.config.logging.num_plot_tasks)
         if rows:
             written.append(
@@ -108,10 +129,13 @@ def render_final_plots(trainer, directory: str | Path) -> list[Path]:
 
 
 def log_plot_folder(logger: RunLogger, checkpoint_dir: str | None) -> None:
-    """Log the PNGs a worker left in a checkpoint's plots/ folder (see render_final_plots)."""
+    """Log the PNGs (to plots/) and per-query tables (to results/) a worker left in a checkpoint's plots/
+    folder (see render_final_plots)."""
     if checkpoint_dir and (Path(checkpoint_dir) / "plots").is_dir():
         for png in sorted((Path(checkpoint_dir) / "plots").glob("*.png")):
             logger.log_artifact(str(png), "plots")
+        for table in sorted((Path(checkpoint_dir) / "plots").glob("*_queries.json")):
+            logger.log_artifact(str(table), "results")
 
 
 def summary_table(metrics: dict[str, float]) -> str:

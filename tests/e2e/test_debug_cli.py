@@ -1,5 +1,6 @@
 """`rlan debug` as a user runs it: a real 2-epoch run on 8 ARC-AGI-1 tasks, read back from MLflow."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,7 +91,9 @@ def test_debug_run_logs_params_every_diagnostic_per_epoch_and_artifacts(tmp_path
         assert steps == [1, 2], key
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     artifacts |= {
-        a.path for d in ("config", "plots", "checkpoint") for a in client.list_artifacts(run.info.run_id, d)
+        a.path
+        for d in ("config", "plots", "checkpoint", "results")
+        for a in client.list_artifacts(run.info.run_id, d)
     }
     for path in [
         "config/resolved_config.yaml",
@@ -99,8 +102,14 @@ def test_debug_run_logs_params_every_diagnostic_per_epoch_and_artifacts(tmp_path
         "plots/predictions_eval.png",
         "plots/clue_attention.png",
         "checkpoint/checkpoint.pt",
+        "results/heldout_queries.json",
+        "results/eval_queries.json",
     ]:
         assert path in artifacts, path
+    local = client.download_artifacts(run.info.run_id, "results/heldout_queries.json", str(tmp_path))
+    rows = json.loads(Path(local).read_text())
+    assert rows and {"task_id", "exact", "tta_pass_at_1", "target_shape", "predicted_shape"} <= set(rows[0])
+    assert run.data.metrics["heldout/exact_match"] == pytest.approx(sum(r["exact"] for r in rows) / len(rows))
 
 
 @pytest.mark.parametrize(

@@ -63,6 +63,8 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
             assert history == pytest.approx(list(tune_rows[key])), key
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
         assert "plots/learning_curves.png" in artifacts
+        tables = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
+        assert {"results/heldout_queries.json", "results/eval_queries.json"} <= tables
     assert baseline_seen  # the base config (lr 5e-4 is its value clipped into the space) is a trial
 
 

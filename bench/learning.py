@@ -55,7 +55,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--experiment", default="rlan-learning", help="MLflow experiment (default rlan-learning)")
     p.add_argument("--run-name", help="MLflow run name (default: learning-<set or config>)")
     p.add_argument("--quiet", action="store_true", help="no per-epoch lines or progress bars")
-    return p.parse_args(argv)
+    return p.parse_intermixed_args(argv)  # overrides may come before or after the options
 
 
 def curve_rows(client, run_id: str) -> list[dict[str, float]]:

@@ -8,7 +8,10 @@ from rlan.config import ConfigError, RunConfig, apply_flat, config_from_dict, lo
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
-@pytest.mark.parametrize("name", ["debug.yaml", "rlan_small.yaml", "rlan_stable_dev.yaml"])
+SHIPPED = sorted(path.name for path in CONFIGS.glob("*.yaml"))
+
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_load_and_round_trip_through_yaml(name, tmp_path):
     config = load_config(CONFIGS / name)
     copy = tmp_path / "copy.yaml"
@@ -17,7 +20,7 @@ def test_shipped_configs_load_and_round_trip_through_yaml(name, tmp_path):
     assert config_from_dict(yaml.safe_load(config.to_yaml())) == config
 
 
-@pytest.mark.parametrize("name", ["debug.yaml", "rlan_small.yaml", "rlan_stable_dev.yaml"])
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_configs_set_only_what_differs_from_the_defaults(name):
     defaults = RunConfig().to_flat_dict()
     from rlan.config import flatten

@@ -61,6 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--trials", type=int, default=8)
     sweep.add_argument("--concurrency", type=int, default=2, help="trials running at once")
     sweep.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    sweep.add_argument(
+        "--grace-period",
+        type=int,
+        help="epochs before ASHA's first stop decision (default: a quarter of training.max_epochs)",
+    )
     sweep.add_argument("--name", help="sweep name (default: <experiment>-<start time>)")
     sweep.add_argument("--workers-per-trial", type=int, default=1)
     sweep.add_argument("--cpus-per-worker", type=float, default=1.0)
@@ -179,6 +184,8 @@ def check_sweep_resources(args: argparse.Namespace) -> None:
             )
     if args.cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker {args.cpus_per_worker}: expected a number > 0")
+    if getattr(args, "grace_period", None) is not None and args.grace_period < 1:
+        raise ConfigError(f"--grace-period {args.grace_period}: expected a whole number of epochs >= 1")
     per_rank = args.gpus_per_trial / args.workers_per_trial
     if args.gpus_per_trial < 0 or (args.workers_per_trial > 1 and per_rank != int(per_rank)):
         raise ConfigError(
@@ -211,6 +218,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         trials=args.trials,
         concurrency=args.concurrency,
         scheduler=args.scheduler,
+        grace_period=args.grace_period,
         workers_per_trial=args.workers_per_trial,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_trial=args.gpus_per_trial,

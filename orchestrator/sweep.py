@@ -46,6 +46,7 @@ class SweepSettings:
     trials: int = 8
     concurrency: int = 2
     scheduler: str = "asha"
+    grace_period: int | None = None  # ASHA's first rung in epochs; None = a quarter of max_epochs
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0
@@ -117,9 +118,11 @@ def make_scheduler(base: RunConfig, settings: SweepSettings):
     if settings.scheduler == "fifo":
         return FIFOScheduler()
     # The epoch counter (not training_iteration) is ASHA's clock: it survives a resume unchanged.
-    return ASHAScheduler(
-        time_attr="epoch", max_t=base.training.max_epochs, grace_period=1, reduction_factor=2
-    )
+    # The first rung waits a quarter of the budget: at epoch 1 every trial's held-out score is ~0 and
+    # their order is noise, so a grace period of 1 stopped trials on nothing (docs/learning.md).
+    max_t = base.training.max_epochs
+    grace = settings.grace_period or max(1, max_t // 4)
+    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=2)
 
 
 def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:

@@ -244,6 +244,11 @@ CASES = [
         ("--trials",),
     ),
     Case(
+        "sweep_zero_grace_period",
+        sweep(QUICK_SPACE, "--grace-period", "0", "--address", DEAD_RAY),
+        ("--grace-period 0", "epochs >= 1"),
+    ),
+    Case(
         "sweep_gpu_shared_by_ranks",
         sweep(QUICK_SPACE, "--workers-per-trial", "2", "--gpus-per-trial", "0.5", "--address", DEAD_RAY),
         ("--gpus-per-trial",),

@@ -177,3 +177,19 @@ def test_contains_refuses_points_outside_or_with_other_keys():
     assert not space.contains({**point, "model.use_hyperlora": 1})  # a bool knob takes bools only
     assert not space.contains({k: v for k, v in point.items() if k != "model.use_hyperlora"})
     assert not space.contains({**point, "training.seed": 3})
+
+
+def test_asha_waits_a_quarter_of_the_budget_before_its_first_stop():
+    from orchestrator.sweep import SweepSettings, make_scheduler
+
+    base = RunConfig().model_copy(
+        update={"training": RunConfig().training.model_copy(update={"max_epochs": 60})}
+    )
+    settings = SweepSettings(name="n", storage="s", tracking_uri="sqlite:///x.db", experiment="e")
+
+    def milestones(scheduler) -> list[int]:  # Ray keeps the rungs privately: (milestone, recorded)
+        return sorted(rung[0] for rung in scheduler._brackets[0]._rungs)
+
+    assert milestones(make_scheduler(base, settings)) == [15, 30, 60]  # epoch 1 would rank trials on noise
+    settings.grace_period = 5
+    assert milestones(make_scheduler(base, settings))[0] == 5

@@ -58,14 +58,13 @@ def attention_entropy(attention: torch.Tensor) -> torch.Tensor:
     return -(a * a.log()).flatten(2).sum(-1).mean(-1)
 
 
-def true_output_nll(logits: torch.Tensor, batch: dict) -> torch.Tensor:
+def true_output_nll(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(B,) mean over each sample's S x S canvas of -ln stablemax(logits)[true class]: the cross-entropy
     of the true output canvas (its colours, and the OUTSIDE cells that give its size) under the model's
     own predictive distribution. No class weights, focal factor, clamp or regulariser: the predictions
-    alone decide it."""
-    mask = batch["target_mask"]
+    alone decide it. logits (B, C, L, L); targets and mask (B, L, L) as collated."""
     log_p = log_stablemax(logits.permute(0, 2, 3, 1), dim=-1, dtype=torch.float64)
-    nll = -log_p.gather(-1, batch["query_targets"][..., None]).squeeze(-1)
+    nll = -log_p.gather(-1, targets[..., None]).squeeze(-1)
     return torch.where(mask, nll, 0.0).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp(min=1)
 
 
@@ -104,8 +103,13 @@ def evaluate_queries(
         logits, attention = predict(batch)
         canvases = logits.argmax(1).cpu().numpy()
         plain_view = torch.tensor([v == 0 for _, v in chunk], device=logits.device)
-        if plain_view.any():
-            nll_sum += float(true_output_nll(logits.float(), batch)[plain_view].sum())
+        if plain_view.any():  # identity views only: the other views' NLL would be computed to be dropped
+            rows = (
+                logits[plain_view].float(),
+                batch["query_targets"][plain_view],
+                batch["target_mask"][plain_view],
+            )
+            nll_sum += float(true_output_nll(*rows).sum())
         if attention is not None:
             entropy_sum += float(attention_entropy(attention).sum())
         for (q, v), sample, canvas in zip(chunk, samples, canvases):

@@ -85,14 +85,15 @@ class MetaLosses:
         self, losses: dict[str, torch.Tensor], terms: dict[str, tuple[float, torch.Tensor]]
     ) -> tuple[float, torch.Tensor]:
         """The cap factor of this batch and factor * sum(weight * loss) over the active meta losses."""
+        meta = sum(w * loss for w, loss in terms.values()) if terms else torch.zeros(())
+        if not self.cap.enabled:
+            return 1.0, meta
         task, weights = self.cap_inputs(losses, terms)
         if self.cap.mode == "value":  # compares values, so only the losses computed this batch count
             weights = [w for w, _ in terms.values()]
         values = [float(loss.detach()) for _, loss in terms.values()]
         factor = self.cap.factor(task, weights, values if self.cap.mode == "value" else ())
-        if not terms:
-            return factor, torch.zeros(())
-        return factor, factor * sum(w * loss for w, loss in terms.values())
+        return factor, factor * meta
 
 
 def _all_ranks_true(flag: bool, device: torch.device) -> bool:

@@ -67,6 +67,13 @@ def decode_prediction(canvas: np.ndarray) -> Grid:
     return block.astype(np.int64)
 
 
+def top_left_sizes(grids: torch.Tensor, blank: int = PAD) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heights and widths (...) of the top-left grids on (..., L, L) canvases whose other cells are
+    `blank`: the rows and columns that hold any other cell (0 for an empty canvas)."""
+    filled = grids != blank
+    return filled.any(-1).sum(-1), filled.any(-2).sum(-1)
+
+
 def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     """Pad a list of samples to the batch's largest canvas L and its largest support count N."""
     side = max(s.canvas_size for s in samples)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from rlan.data.augment import D4_NAMES, INVERSE_D4
+from rlan.data.collate import top_left_sizes
 from rlan.data.constants import NUM_COLORS
 
 __all__ = [
@@ -23,7 +24,6 @@ __all__ = [
     "unpermute_class_axis",
     "anchored_d4",
     "unanchor_d4",
-    "grid_sizes",
     "transposes_size",
 ]
 
@@ -85,21 +85,23 @@ def unpermute_class_axis(values: torch.Tensor, perm: torch.Tensor, dim: int = 1)
 # cells beyond S (batch padding) stay where they are.
 
 
+_SOURCE_CELL = (  # transform id -> (r, c, h, w) -> the source (row, col) of result cell (r, c)
+    lambda r, c, h, w: (r, c),
+    lambda r, c, h, w: (c, w - 1 - r),
+    lambda r, c, h, w: (h - 1 - r, w - 1 - c),
+    lambda r, c, h, w: (h - 1 - c, r),
+    lambda r, c, h, w: (r, w - 1 - c),
+    lambda r, c, h, w: (h - 1 - r, c),
+    lambda r, c, h, w: (c, r),
+    lambda r, c, h, w: (h - 1 - c, w - 1 - r),
+)
+
+
 def _source_cell(transform: int, r, c, h, w):
     """Transform `transform` of an h x w grid: the source (row, col) of result cell (r, c)."""
-    table = {
-        0: (r, c),
-        1: (c, w - 1 - r),
-        2: (h - 1 - r, w - 1 - c),
-        3: (h - 1 - c, r),
-        4: (r, w - 1 - c),
-        5: (h - 1 - r, c),
-        6: (c, r),
-        7: (h - 1 - c, w - 1 - r),
-    }
-    if transform not in table:
+    if not 0 <= transform < len(_SOURCE_CELL):
         raise ValueError(f"D4 transform id must be 0..7, got {transform}")
-    return table[transform]
+    return _SOURCE_CELL[transform](r, c, h, w)
 
 
 def anchored_source_index(
@@ -126,18 +128,12 @@ def anchored_source_index(
     return (src_r * canvas + src_c).flatten(-2)
 
 
-def grid_sizes(grids: torch.Tensor, blank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Heights and widths (...) of top-left grids on (..., L, L) canvases whose other cells are `blank`."""
-    filled = grids != blank
-    return filled.any(-1).sum(-1), filled.any(-2).sum(-1)
-
-
 def anchored_d4(grids: torch.Tensor, transform: int, sides: torch.Tensor, blank: int) -> torch.Tensor:
     """Transform each top-left grid of (B, ..., L, L) on its own and place it top-left again; sides (B,)
     is each sample's canvas S. Cells outside the grid stay `blank`."""
     if transform == 0:
         return grids
-    h, w = grid_sizes(grids, blank)
+    h, w = top_left_sizes(grids, blank)
     side = grids.shape[-1]
     s = sides.view(-1, *([1] * (h.dim() - 1))).expand_as(h)
     index = anchored_source_index(transform, h, w, s, side)

@@ -8,6 +8,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rlan.data.collate import top_left_sizes
 from rlan.data.constants import MAX_GRID_SIDE, PAD
 
 NUM_COORDS = 6
@@ -15,10 +16,7 @@ NUM_COORDS = 6
 
 def grid_sizes(query_inputs: torch.Tensor) -> torch.Tensor:
     """(B, 2) true (height, width) of each top-left grid, from its non-PAD cells (at least 1)."""
-    valid = query_inputs != PAD
-    h, w = valid.shape[1:]
-    rows = (valid.any(2) * torch.arange(1, h + 1, device=valid.device)).amax(1)
-    cols = (valid.any(1) * torch.arange(1, w + 1, device=valid.device)).amax(1)
+    rows, cols = top_left_sizes(query_inputs, PAD)
     return torch.stack([rows, cols], 1).clamp_min(1).float()
 
 

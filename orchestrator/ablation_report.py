@@ -27,11 +27,23 @@ DIAGNOSTICS: dict[str, tuple[str, str]] = {
     "stop_abs_max": ("stop/max", "max"),
     "entropy_ratio": ("entropy_ratio", "last"),
     "tta_consensus": ("eval/tta_consensus", "last"),
+    "score": ("score", "last"),
+    "heldout_nll": ("heldout/nll", "last"),
     "train_exact_match": ("train/exact_match", "last"),
     "heldout_exact_match": ("heldout/exact_match", "last"),
     "eval_exact_match": ("eval/exact_match", "last"),
     "task_loss": ("train/task_loss", "last"),
 }
+
+
+def _logit_abs_max(row: dict[str, float]) -> float:
+    low, high = row["logit_min"], row["logit_max"]
+    return math.nan if math.isnan(low) or math.isnan(high) else max(-low, high)
+
+
+# name -> how one trial's row of DIAGNOSTICS gives it (computed here, so any past ablation reports it)
+DERIVED = {"logit_abs_max": _logit_abs_max}
+REPORTED = [*DIAGNOSTICS, *DERIVED]
 
 
 def reduce_series(values: list[float], how: str) -> float:
@@ -82,6 +94,8 @@ def collect_trials(tracking_uri: str, sweep: str) -> dict[str, list[dict[str, fl
         for name, (key, how) in DIAGNOSTICS.items():
             history = sorted(client.get_metric_history(run.info.run_id, key), key=lambda m: m.step)
             row[name] = reduce_series([m.value for m in history], how)
+        for name, derive in DERIVED.items():
+            row[name] = derive(row)
         row["run_id"] = run.info.run_id
         arms.setdefault(arm, []).append(row)
     return arms
@@ -89,7 +103,7 @@ def collect_trials(tracking_uri: str, sweep: str) -> dict[str, list[dict[str, fl
 
 def summarize(arms: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, Spread]]:
     return {
-        arm: {name: spread([t[name] for t in trials]) for name in DIAGNOSTICS} for arm, trials in arms.items()
+        arm: {name: spread([t[name] for t in trials]) for name in REPORTED} for arm, trials in arms.items()
     }
 
 
@@ -103,6 +117,9 @@ class Expectation:
 
 
 EXPECTATIONS = [
+    Expectation(
+        "fix1_logit_clamp", "output logits held near the clamp (lower |logit| max)", "logit_abs_max", "lower"
+    ),
     Expectation("fix1_logit_clamp", "no NaN batches", "nan_batches", "zero"),
     Expectation("fix2_meta_cap", "task loss dominates: meta share <= 25%", "meta_share_max", "at_most", 0.25),
     Expectation(
@@ -179,8 +196,12 @@ def verdicts(summary: dict[str, dict[str, Spread]]) -> list[Verdict]:
             continue
         found.append(judge(e, on[e.diagnostic], off[e.diagnostic]))
     if "all_on" in summary and "all_off" in summary:
-        overall = Expectation("all six", "higher TTA consensus", "tta_consensus", "higher")
-        found.append(judge(overall, summary["all_on"]["tta_consensus"], summary["all_off"]["tta_consensus"]))
+        for overall in (
+            Expectation("all six", "higher TTA consensus", "tta_consensus", "higher"),
+            Expectation("all six", "a higher held-out score", "score", "higher"),
+        ):
+            d = overall.diagnostic
+            found.append(judge(overall, summary["all_on"][d], summary["all_off"][d]))
     return found
 
 
@@ -207,7 +228,7 @@ def markdown(summary: dict[str, dict[str, Spread]], found: list[Verdict], header
         "| diagnostic | " + " | ".join(arms) + " |",
         "|---|" + "---|" * len(arms),
     ]
-    for name in DIAGNOSTICS:
+    for name in REPORTED:
         lines.append(f"| {name} | " + " | ".join(summary[a][name].text() for a in arms) + " |")
     return "\n".join(lines) + "\n"
 
@@ -218,7 +239,7 @@ def plot_arms(summary: dict[str, dict[str, Spread]], out: Path) -> list[Path]:
     from orchestrator import plots  # sets the Agg backend
 
     arms = sorted(summary, key=lambda a: (a != "all_off", a != "all_on", a))
-    names = [n for n in DIAGNOSTICS if any(not math.isnan(summary[a][n].mean) for a in arms)]
+    names = [n for n in REPORTED if any(not math.isnan(summary[a][n].mean) for a in arms)]
     cols = 3
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 2.8 * rows), squeeze=False)

@@ -334,6 +334,16 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     return ConfigError, DataError, TrackingError, CheckpointError, ClusterError
 
 
+def failure_line(exc: BaseException, limit: int = 400) -> str:
+    """The line of an error message that names the cause: Tune wraps a trial's error in the whole
+    traceback text, whose first line says only 'Traceback (most recent call last):'."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -346,8 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlan {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a training failure: one line, details in the MLflow run's status
-        first = str(exc).splitlines()[0] if str(exc) else ""
-        print(f"rlan {args.command}: failed: {type(exc).__name__}: {first}", file=sys.stderr)
+        print(f"rlan {args.command}: failed: {type(exc).__name__}: {failure_line(exc)}", file=sys.stderr)
         if os.environ.get("RLAN_TRACEBACK"):
             raise
         return EXIT_FAILURE

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,10 @@ from orchestrator.trial_config import trial_config
 from rlan.config import ConfigError, RunConfig
 
 SWEEP_FILE = "rlan_sweep.json"
-DRIVER_CPU = 0.01  # the trial driver only waits on its Train run
+# The trial driver only waits on its Train run, so it must not hold CPU: at 0.01 CPU, two trials of one
+# 1-CPU worker each needed 2.02 of a 2-CPU machine's 2 and ran one at a time (the second driver idled).
+# Tune refuses an empty request, so it asks for one byte of `memory`, a resource every Ray node has.
+DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
 
 
 class SweepError(ConfigError):
@@ -100,12 +104,29 @@ def trial_driver(knobs: dict, base_config: dict, settings: dict) -> None:
 
 def make_trainable(base: RunConfig, settings: SweepSettings):
     trainable = tune.with_parameters(trial_driver, base_config=base.to_dict(), settings=asdict(settings))
-    return tune.with_resources(trainable, {"CPU": DRIVER_CPU})
+    return tune.with_resources(trainable, DRIVER_RESOURCES)
+
+
+class EvaluatedEpochsOptunaSearch(OptunaSearch):
+    """OptunaSearch that skips the epochs between evaluations (evaluation.eval_every > 1): they carry no
+    objective, and Ray's OptunaSearch indexes the metric in every result. The last epoch always evaluates."""
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric in result:
+            super().on_trial_result(trial_id, result)
+
+
+def allow_unevaluated_epochs(base: RunConfig) -> None:
+    """With evaluation every N epochs the results in between have no objective. ASHA records each rung at
+    the first evaluated epoch at or after it (the same epoch for every trial) and the searcher skips
+    them, but Tune's strict check would reject the first such result; it reads this variable per result."""
+    if base.evaluation.eval_every > 1:
+        os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
 
 
 def make_searcher(space: SearchSpace, base: RunConfig, settings: SweepSettings) -> OptunaSearch:
     # metric and mode go to OptunaSearch itself: with an explicit space Tune never passes them on.
-    return OptunaSearch(
+    return EvaluatedEpochsOptunaSearch(
         space=space.to_optuna(),
         metric=settings.metric,
         mode=settings.mode,
@@ -237,6 +258,7 @@ def run_sweep(
     settings.knobs = sorted(grid) if grid else sorted(space.knobs)
     settings.parent_run_id = start_parent_run(base, settings)
     _write_sweep_file(settings, base)
+    allow_unevaluated_epochs(base)
     if grid:
         search = {"param_space": {k: tune.grid_search(v) for k, v in grid.items()}}
         tune_config = tune.TuneConfig(
@@ -273,6 +295,7 @@ def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
     RunLogger(
         settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id
     )  # parent RUNNING again
+    allow_unevaluated_epochs(base)
     tuner = tune.Tuner.restore(
         sweep_dir, make_trainable(base, settings), resume_unfinished=True, resume_errored=True
     )

@@ -3,8 +3,8 @@ import math
 import pytest
 
 from orchestrator.ablation_report import (
-    DIAGNOSTICS,
     EXPECTATIONS,
+    REPORTED,
     Spread,
     judge,
     markdown,
@@ -88,11 +88,23 @@ def test_report_lists_every_verdict_and_diagnostic():
         "stop_saturated_share": 0.0,
         "tta_consensus": 0.5,
     }
-    trials = {arm: [dict.fromkeys(DIAGNOSTICS, 1.0) | rows] for arm in ARMS}
+    trials = {arm: [dict.fromkeys(REPORTED, 1.0) | rows] for arm in ARMS}
     summary = summarize(trials)
     found = verdicts(summary)
-    assert len(found) == 7  # six fixes + the overall TTA consensus claim
+    assert len(found) == 9  # six fixes (fix 1 twice) + the overall TTA consensus and score claims
     text = markdown(summary, found, "# test")
     for e in EXPECTATIONS:
-        assert e.fix in text
-    assert text.count("\n| ") >= 7 + 17
+        assert e.fix in text and e.claim in text
+    for name in REPORTED:
+        assert f"| {name} |" in text
+    assert text.count("\n| ") >= 9 + len(REPORTED)
+
+
+def test_the_clamp_is_judged_on_the_larger_logit_magnitude():
+    from orchestrator.ablation_report import DERIVED
+
+    assert DERIVED["logit_abs_max"]({"logit_min": -99.9, "logit_max": 47.0}) == pytest.approx(99.9)
+    assert DERIVED["logit_abs_max"]({"logit_min": -3.0, "logit_max": 61.8}) == pytest.approx(61.8)
+    assert math.isnan(DERIVED["logit_abs_max"]({"logit_min": math.nan, "logit_max": 5.0}))
+    clamp = next(e for e in EXPECTATIONS if e.diagnostic == "logit_abs_max")
+    assert judge(clamp, Spread(50.5, 0.2, 3), Spread(75.0, 10.0, 3)).note.endswith("absent without the fix")

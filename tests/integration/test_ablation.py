@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.ablation_report import DIAGNOSTICS
+from orchestrator.ablation_report import REPORTED
 from orchestrator.trial_config import ARMS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +57,7 @@ def test_a_tiny_ablation_produces_every_arm_and_a_complete_report(tmp_path):
     report = (tmp_path / "report/ablation.md").read_text()
     for arm in ARMS:
         assert f" {arm} |" in report or f"| {arm} " in report, arm
-    for name in DIAGNOSTICS:
+    for name in REPORTED:
         assert f"| {name} |" in report, name
     assert (tmp_path / "report/ablation_diagnostics.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

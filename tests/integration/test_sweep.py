@@ -66,6 +66,13 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
         tables = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
         assert {"results/heldout_queries.json", "results/eval_queries.json"} <= tables
     assert baseline_seen  # the base config (lr 5e-4 is its value clipped into the space) is a trial
+    # Two trials ran at once on 2 CPUs (their drivers hold no CPU): the second reported before the first
+    # had finished. With 0.01 CPU per driver the second waited for the first's worker CPU.
+    spans = sorted(
+        (r.metrics_dataframe["timestamp"].min(), r.metrics_dataframe["timestamp"].max())
+        for r in summary["results"]
+    )
+    assert spans[1][0] <= spans[0][1], spans
 
 
 def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):
@@ -82,6 +89,32 @@ def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):
     epochs = {float(r.data.params["training.learning_rate"]): r.data.metrics["epoch"] for r in children}
     assert epochs == {0.003: 3.0, 1e-9: 1.0}
     assert summary["errors"] == 0
+
+
+def test_evaluation_every_other_epoch_still_drives_optuna_and_asha(local_ray, tmp_path, monkeypatch):
+    # Epochs between evaluations carry no score: Tune's strict metric check and Ray's OptunaSearch both
+    # failed on the first of them, so any sweep or ablation with evaluation.eval_every > 1 died at epoch 1.
+    monkeypatch.setenv("TUNE_DISABLE_STRICT_METRIC_CHECKING", "0")  # restored after the test
+    space = write_space(tmp_path)
+    settings = sweep_settings(
+        tmp_path, "every2", space, trials=2, concurrency=2, scheduler="asha", grace_period=1
+    )
+    base = tiny("training.max_epochs=3", "evaluation.eval_every=2")
+    summary = run_sweep(base, space, settings)
+    assert summary["trials"] == 2 and summary["errors"] == 0
+    client, _, children = _children(settings.tracking_uri, "every2")
+    assert len(children) == 2
+    for run in children:
+        epochs = int(run.data.metrics["epoch"])  # 3, or 2 where ASHA stopped it at its first score
+        steps = {
+            key: [m.step for m in client.get_metric_history(run.info.run_id, key)]
+            for key in ("score", "train/loss")
+        }
+        assert steps == {
+            "score": [s for s in (2, 3) if s <= epochs],
+            "train/loss": list(range(1, epochs + 1)),
+        }
+    assert all("score" in r.metrics for r in summary["results"])  # every trial's last epoch was evaluated
 
 
 def _rlan(*args, cwd, **kw):

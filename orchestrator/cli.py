@@ -334,7 +334,7 @@ def bad_input_errors() -> tuple[type[BaseException], ...]:
     return ConfigError, DataError, TrackingError, CheckpointError, ClusterError
 
 
-def failure_line(exc: BaseException, limit: int = 400) -> str:
+def cause_line(exc: BaseException, limit: int = 400) -> str:
     """The line of an error message that names the cause: Tune wraps a trial's error in the whole
     traceback text, whose first line says only 'Traceback (most recent call last):'."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
@@ -356,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"rlan {args.command}: interrupted", file=sys.stderr)
         return 130
     except Exception as exc:  # a training failure: one line, details in the MLflow run's status
-        print(f"rlan {args.command}: failed: {type(exc).__name__}: {failure_line(exc)}", file=sys.stderr)
+        print(f"rlan {args.command}: failed: {type(exc).__name__}: {cause_line(exc)}", file=sys.stderr)
         if os.environ.get("RLAN_TRACEBACK"):
             raise
         return EXIT_FAILURE

@@ -15,7 +15,6 @@ import re
 import sys
 import threading
 from contextlib import nullcontext
-from pathlib import Path
 from typing import Any
 
 import ray.train
@@ -42,7 +41,7 @@ from orchestrator.tracking import (
     run_tags,
     sanitize_key,
 )
-from rlan.config import RunConfig, config_from_dict
+from rlan.config import RunConfig, config_from_dict, with_absolute_paths
 from rlan.engine import Trainer
 
 NAME_TAG, STORAGE_TAG = "rlan.train_name", "rlan.train_storage"
@@ -243,16 +242,6 @@ def failure_line(error: BaseException) -> str:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0]}" if text else type(exc).__name__
-
-
-def with_absolute_paths(config: RunConfig) -> RunConfig:
-    """Workers chdir into Ray's session folder, so relative data paths are resolved here, on the driver."""
-    update = {}
-    for section in ("data", "evaluation"):
-        part = getattr(config, section)
-        if part.path and not Path(part.path).expanduser().is_absolute():
-            update[section] = part.model_copy(update={"path": str(Path(part.path).resolve())})
-    return config.model_copy(update=update) if update else config
 
 
 # ------------------------------------------------------------------------------------------ rlan train

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -354,13 +355,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         _set_dotted(tree, key, value, f"override '{text}'")
         applied.append((key, text))
     try:
-        return config_from_dict(tree, where)
+        return with_absolute_paths(config_from_dict(tree, where))
     except ConfigError as exc:
         # Blame the override that set the bad key (or a key of the section whose check failed).
         for key, text in reversed(applied):
             if key == exc.key or key.startswith(exc.key + "."):
                 raise ConfigError(f"override '{text}': {str(exc).split(': ', 1)[1]}", exc.key) from None
         raise
+
+
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """data.path and evaluation.path made absolute against this process's working directory, so a path
+    checked here names the same files inside Ray workers, which run in their own working directories."""
+    sections = {}
+    for name in ("data", "evaluation"):
+        section = getattr(config, name)
+        if section.path and "://" not in section.path:
+            sections[name] = section.model_copy(
+                update={"path": os.path.abspath(os.path.expanduser(section.path))}
+            )
+    return config.model_copy(update=sections) if sections else config
 
 
 def apply_flat(config: RunConfig, flat: dict[str, Any], where: str = "overrides") -> RunConfig:

@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,19 @@ def test_bad_configs_name_the_file_key_and_expectation(tmp_path, text, overrides
 def test_missing_file_is_one_clear_line(tmp_path):
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found"):
         load_config(tmp_path / "nope.yaml")
+
+
+def test_relative_data_paths_are_made_absolute_for_every_command(tmp_path, monkeypatch):
+    # Ray workers run in their own working directories, where "tasks" would name nothing: every command
+    # loads its config through load_config, which resolves the paths against the driver's directory.
+    from rlan.config import apply_flat, load_config
+
+    monkeypatch.chdir(tmp_path)
+    config = load_config(
+        None, ["data.source=folder", "data.path=tasks", "evaluation.path=~/ev", "evaluation.source=folder"]
+    )
+    assert config.data.path == str(tmp_path / "tasks")
+    assert config.evaluation.path == os.path.expanduser("~/ev")
+    trial = apply_flat(config, {"training.learning_rate": 0.01})  # how a sweep trial gets its config
+    assert trial.data.path == str(tmp_path / "tasks")
+    assert load_config(None, []).data.path is None

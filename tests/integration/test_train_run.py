@@ -19,7 +19,6 @@ from orchestrator.train_run import (
     MlflowTrainCallback,
     failure_line,
     run_train,
-    with_absolute_paths,
     worker_trainer,
 )
 from rlan.data import ArcTrainingDataset, make_train_loader, set_loader_epoch, training_tasks
@@ -177,9 +176,3 @@ def test_a_worker_group_error_reads_as_the_workers_exception():
     )
     error = WorkerGroupError("rank 1 failed", {1: wrapped})
     assert failure_line(error) == "worker 1: ValueError: bad grid"
-
-
-def test_relative_data_paths_are_resolved_on_the_driver(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # Train workers chdir into Ray's session folder, so "tasks/" would move
-    config = with_absolute_paths(tiny("data.source=folder", "data.path=tasks"))
-    assert config.data.path == str(tmp_path / "tasks") and config.evaluation.path is None

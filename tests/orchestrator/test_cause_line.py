@@ -1,6 +1,6 @@
 """The one line `rlan` prints for an unexpected failure names the cause, not the word 'Traceback'."""
 
-from orchestrator.cli import failure_line
+from orchestrator.cli import cause_line
 
 
 def test_a_wrapped_traceback_gives_its_last_line():
@@ -11,11 +11,11 @@ def test_a_wrapped_traceback_gives_its_last_line():
         "    on_result(trial, *args, **kwargs)\n"
         "ValueError: Trial returned a result which did not include the specified metric(s) `score`\n"
     )
-    assert failure_line(RuntimeError(wrapped)).startswith("ValueError: Trial returned a result")
+    assert cause_line(RuntimeError(wrapped)).startswith("ValueError: Trial returned a result")
 
 
 def test_a_plain_message_gives_its_first_line_and_a_long_one_is_cut():
-    assert failure_line(RuntimeError("disk full\nmore detail")) == "disk full"
-    assert failure_line(RuntimeError("")) == ""
-    line = failure_line(RuntimeError("x" * 1000), limit=50)
+    assert cause_line(RuntimeError("disk full\nmore detail")) == "disk full"
+    assert cause_line(RuntimeError("")) == ""
+    line = cause_line(RuntimeError("x" * 1000), limit=50)
     assert len(line) == 50 and line.endswith("...")

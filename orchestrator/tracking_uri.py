@@ -73,6 +73,23 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri.removeprefix("sqlite:///").partition("?")[0])
 
 
+def create_sqlite_store(uri: str, folder: Path) -> None:
+    """Create (or migrate) the SQLite store while holding a lock on its folder. Two processes opening one
+    new store at once race in MLflow's schema migration, and one dies with 'table _alembic_tmp_metrics
+    already exists' (two `rlan debug` runs started together); the lock makes the second wait, then find
+    the schema in place. A lock on the folder leaves no lock file behind."""
+    import fcntl
+
+    from mlflow.tracking import MlflowClient
+
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        MlflowClient(uri).search_experiments(max_results=1)  # builds the store: tables and migrations
+    finally:
+        os.close(descriptor)  # releases the lock
+
+
 def check_reachable(uri: str, timeout_s: float = 5) -> None:
     """Fail early, in one line, when the tracking store cannot be used (before any run starts)."""
     sqlite_path = _sqlite_path(uri)
@@ -82,6 +99,7 @@ def check_reachable(uri: str, timeout_s: float = 5) -> None:
             raise TrackingError(f"cannot reach MLflow at {uri}: folder {folder} does not exist")
         if not os.access(folder, os.W_OK) or (sqlite_path.exists() and not os.access(sqlite_path, os.W_OK)):
             raise TrackingError(f"cannot reach MLflow at {uri}: {sqlite_path} is not writable")
+        create_sqlite_store(uri, folder)
         return
     if not uri.startswith(("http://", "https://")):
         raise TrackingError(f"cannot reach MLflow at {uri}: {_EXPECTED}")

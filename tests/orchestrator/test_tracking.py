@@ -1,4 +1,5 @@
 import math
+import os
 import socket
 from pathlib import Path
 
@@ -223,3 +224,34 @@ def test_run_tags_hold_hash_commit_and_versions(monkeypatch):
 
 def test_git_commit_is_none_where_it_cannot_run(tmp_path):
     assert tracking.git_commit(Path(tmp_path) / "no-such-folder") is None
+
+
+def _open_store_at_once(uri, barrier, results):
+    from orchestrator.tracking_uri import check_reachable
+
+    barrier.wait()  # every process opens the new store in the same instant, as `rlan debug` does
+    try:
+        check_reachable(uri)
+        MlflowClient(uri).create_experiment(f"run-{os.getpid()}")
+        results.put("ok")
+    except Exception as exc:  # noqa: BLE001 - the test reports whatever a process died of
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_processes_opening_one_new_sqlite_store_at_once_all_succeed(tmp_path):
+    # Two `rlan debug` runs started together on a new store raced in MLflow's schema migration, and one
+    # died ("table _alembic_tmp_metrics already exists"); creating the store holds a lock on its folder.
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    uri = f"sqlite:///{tmp_path}/new.db"
+    barrier, results = context.Barrier(3), context.Queue()
+    processes = [context.Process(target=_open_store_at_once, args=(uri, barrier, results)) for _ in range(3)]
+    for process in processes:
+        process.start()
+    outcomes = [results.get(timeout=120) for _ in processes]
+    for process in processes:
+        process.join(timeout=60)
+    assert outcomes == ["ok"] * 3
+    assert MlflowClient(uri).get_experiment("0").name == "Default"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.db"]  # no lock file left behind

@@ -77,10 +77,12 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--seed", type=int, default=0, help="Optuna TPE seed")
     sweep.add_argument("--log-checkpoints", action="store_true", help="log each trial's final checkpoint")
     sweep.add_argument("--quiet", action="store_true")
+    _add_failure_args(sweep)
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep")
     resume.add_argument("sweep", metavar="NAME|PATH")
     _add_ray_args(resume)
+    _add_failure_args(resume, relaunch=False)
 
     ablate = sub.add_parser("ablate", help="each seed fix off vs on, side by side, with a report")
     _add_config_args(ablate)
@@ -93,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     ablate.add_argument("--name", help="ablation name (default: <experiment>-ablation-<start time>)")
     ablate.add_argument("--out", default="ablation_report", help="folder for ablation.md and its PNGs")
     ablate.add_argument("--quiet", action="store_true")
+    _add_failure_args(ablate)
 
     compare = sub.add_parser("compare", help="trials of a sweep from MLflow: table, best config, plots")
     compare.add_argument("sweep", metavar="NAME")
@@ -112,6 +115,38 @@ def _add_ray_args(parser: argparse.ArgumentParser) -> None:
         help="run/checkpoint storage: a path or s3://, gs:// URI "
         "(default: $RLAN_STORAGE or ./ray_results); shared storage on a multi-node cluster",
     )
+
+
+def _add_failure_args(parser: argparse.ArgumentParser, relaunch: bool = True) -> None:
+    if relaunch:
+        parser.add_argument(
+            "--max-failures",
+            type=int,
+            default=1,
+            help="times Tune re-launches a trial whose driver failed (default 1); Train restarts its workers too",
+        )
+    parser.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="exit 0 when some trials failed but others finished (default: exit 1 if any trial failed)",
+    )
+
+
+def trials_exit_status(command: str, summary: dict, allow_partial: bool) -> int:
+    """0 when every trial finished; with failures, one line on stderr and 1 (0 with --allow-partial while
+    any trial finished), so a script or CI job never takes a half-failed sweep for a result."""
+    errors, trials = summary["errors"], summary["trials"]
+    if errors == 0:
+        return EXIT_OK
+    accepted = allow_partial and errors < trials
+    advice = "accepted (--allow-partial)" if accepted else "pass --allow-partial to accept partial results"
+    if errors == trials:
+        advice = "no trial finished"
+    print(
+        f"rlan {command}: {errors} of {trials} trials failed (their MLflow runs are FAILED); {advice}",
+        file=sys.stderr,
+    )
+    return EXIT_OK if accepted else EXIT_FAILURE
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
@@ -173,6 +208,13 @@ def _print_compare(uri: str, name: str, experiment: str | None) -> None:
     print(format_comparison(compare_sweep(uri, name, experiment), "table"))
 
 
+def check_max_failures(args: argparse.Namespace) -> None:
+    from rlan.config import ConfigError
+
+    if args.max_failures < 0:
+        raise ConfigError(f"--max-failures {args.max_failures}: expected a whole number >= 0")
+
+
 def check_sweep_resources(args: argparse.Namespace) -> None:
     """Counts and GPU shares that Ray would only reject (or hang on) after starting."""
     from rlan.config import ConfigError
@@ -184,6 +226,7 @@ def check_sweep_resources(args: argparse.Namespace) -> None:
             )
     if args.cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker {args.cpus_per_worker}: expected a number > 0")
+    check_max_failures(args)
     if getattr(args, "grace_period", None) is not None and args.grace_period < 1:
         raise ConfigError(f"--grace-period {args.grace_period}: expected a whole number of epochs >= 1")
     per_rank = args.gpus_per_trial / args.workers_per_trial
@@ -226,6 +269,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         search_space_file=str(args.search_space),
         search_space_text=space.text,
         log_checkpoints=args.log_checkpoints,
+        max_failures=args.max_failures,
         echo=not args.quiet,
     )
     start_ray(args.address)
@@ -241,7 +285,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         f"rlan resume {settings.name}"
     )
     print(f"Browse: mlflow ui --backend-store-uri {uri}")
-    return EXIT_OK if summary["errors"] < summary["trials"] else EXIT_FAILURE
+    return trials_exit_status("sweep", summary, args.allow_partial)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
@@ -254,7 +298,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
     settings, summary = resume_sweep(sweep_dir)
     _print_compare(settings.tracking_uri, settings.name, settings.experiment)
     print(f"{summary['trials']} trials, {summary['errors']} errors")
-    return EXIT_OK if summary["errors"] < summary["trials"] else EXIT_FAILURE
+    return trials_exit_status("resume", summary, args.allow_partial)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -270,6 +314,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     overrides += [f"training.max_epochs={args.epochs}"] if args.epochs else []
     overrides += [f"data.max_tasks={args.tasks}"] if args.tasks else []
     config = load_config(args.config, overrides)
+    check_max_failures(args)
     unknown = sorted(set(args.arms or []) - set(ARMS))
     if unknown or args.seeds < 1:
         raise ConfigError(
@@ -286,6 +331,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         tracking_uri=uri,
         experiment=experiment,
         concurrency=args.concurrency,
+        max_failures=args.max_failures,
         echo=not args.quiet,
     )
     seeds = [config.training.seed + i for i in range(args.seeds)]
@@ -301,7 +347,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     report = write_ablation_report(settings, args.out, command)
     print(report.read_text())
     print(f"report: {report} (also in the MLflow parent run {settings.parent_run_id}, under ablation/)")
-    return EXIT_OK if summary["errors"] < summary["trials"] else EXIT_FAILURE
+    return trials_exit_status("ablate", summary, args.allow_partial)
 
 
 def cmd_compare(args: argparse.Namespace) -> int:

@@ -249,6 +249,11 @@ CASES = [
         ("--grace-period 0", "epochs >= 1"),
     ),
     Case(
+        "sweep_negative_max_failures",
+        sweep(QUICK_SPACE, "--max-failures", "-1", "--address", DEAD_RAY),
+        ("--max-failures -1", ">= 0"),
+    ),
+    Case(
         "sweep_gpu_shared_by_ranks",
         sweep(QUICK_SPACE, "--workers-per-trial", "2", "--gpus-per-trial", "0.5", "--address", DEAD_RAY),
         ("--gpus-per-trial",),

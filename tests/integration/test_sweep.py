@@ -117,6 +117,23 @@ def test_evaluation_every_other_epoch_still_drives_optuna_and_asha(local_ray, tm
     assert all("score" in r.metrics for r in summary["results"])  # every trial's last epoch was evaluated
 
 
+def test_a_failed_trial_is_counted_and_makes_the_sweep_exit_1(local_ray, tmp_path):
+    # One grid point names a task that does not exist: its trial fails inside the worker, the other
+    # finishes, and the exit status says so unless partial results are accepted.
+    from orchestrator.cli import trials_exit_status
+
+    space = write_space(tmp_path)
+    settings = sweep_settings(tmp_path, "one-fails", space, concurrency=2, scheduler="fifo", max_failures=0)
+    grid = {"data.tasks": [["007bbfb7", "00d62c1b"], ["zzzzzzzz"]]}
+    summary = run_sweep(tiny("training.max_epochs=1"), None, settings, grid=grid)
+    assert (summary["trials"], summary["errors"]) == (2, 1)
+    _, parents, children = _children(settings.tracking_uri, "one-fails")
+    assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED"]
+    assert parents[0].data.tags["rlan.trial_errors"] == "1"
+    assert trials_exit_status("sweep", summary, allow_partial=False) == 1
+    assert trials_exit_status("sweep", summary, allow_partial=True) == 0
+
+
 def _rlan(*args, cwd, **kw):
     env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", RAY_USAGE_STATS_ENABLED="0")
     return subprocess.Popen(

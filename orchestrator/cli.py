@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -83,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("sweep", metavar="NAME|PATH")
     _add_ray_args(resume)
     _add_failure_args(resume, relaunch=False)
+    resume.add_argument(
+        "--out", default="ablation_report", help="an ablation's report folder (ablations only)"
+    )
 
     ablate = sub.add_parser("ablate", help="each seed fix off vs on, side by side, with a report")
     _add_config_args(ablate)
@@ -130,6 +133,17 @@ def _add_failure_args(parser: argparse.ArgumentParser, relaunch: bool = True) ->
         action="store_true",
         help="exit 0 when some trials failed but others finished (default: exit 1 if any trial failed)",
     )
+
+
+def interrupted(command: str, summary: dict, name: str) -> bool:
+    """After Ctrl-C: one line saying what is left and how to go on."""
+    if not summary.get("unfinished"):
+        return False
+    print(
+        f"rlan {command}: interrupted ({summary['unfinished']} trials unfinished); `rlan resume {name}` continues",
+        file=sys.stderr,
+    )
+    return True
 
 
 def trials_exit_status(command: str, summary: dict, allow_partial: bool) -> int:
@@ -279,6 +293,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         flush=True,
     )
     summary = run_sweep(config, space, settings)
+    if interrupted("sweep", summary, settings.name):
+        return EXIT_INTERRUPTED
     _print_compare(uri, settings.name, settings.experiment)
     print(
         f"{summary['trials']} trials, {summary['errors']} errors. Resume an interrupted sweep with: "
@@ -291,12 +307,22 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.cluster import resolve_storage, start_ray
     from orchestrator.sweep import locate_sweep, resume_sweep
+    from orchestrator.trial_config import ARM_KEY
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     sweep_dir = locate_sweep(args.sweep, resolve_storage(args.storage))
     start_ray(args.address)
     settings, summary = resume_sweep(sweep_dir)
-    _print_compare(settings.tracking_uri, settings.name, settings.experiment)
+    if interrupted("resume", summary, settings.name):
+        return EXIT_INTERRUPTED
+    if ARM_KEY in settings.knobs:  # an ablation: its report needs every arm, so it is written now
+        from orchestrator.ablation import write_ablation_report
+
+        report = write_ablation_report(settings, args.out, f"rlan resume {args.sweep}")
+        print(report.read_text())
+        print(f"report: {report} (also in the MLflow parent run {settings.parent_run_id}, under ablation/)")
+    else:
+        _print_compare(settings.tracking_uri, settings.name, settings.experiment)
     print(f"{summary['trials']} trials, {summary['errors']} errors")
     return trials_exit_status("resume", summary, args.allow_partial)
 
@@ -341,6 +367,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         flush=True,
     )
     summary = run_ablation(config, settings, seeds, args.arms)
+    if interrupted("ablate", summary, settings.name):  # no report from some of the arms
+        return EXIT_INTERRUPTED
     command = (
         "rlan " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("rlan") else f"rlan ablate -c {args.config}"
     )
@@ -400,7 +428,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"rlan {args.command}: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except Exception as exc:  # a training failure: one line, details in the MLflow run's status
         print(f"rlan {args.command}: failed: {type(exc).__name__}: {cause_line(exc)}", file=sys.stderr)
         if os.environ.get("RLAN_TRACEBACK"):

@@ -224,13 +224,38 @@ def start_parent_run(base: RunConfig, settings: SweepSettings) -> str:
     return parent.run_id
 
 
+def count_unfinished(parent: RunLogger, settings: SweepSettings, results) -> int:
+    """Trials of the sweep not yet run to their end. After Ctrl-C Tune stops gracefully and returns as if
+    done: it marks the trials it stopped TERMINATED and never creates the rest. Our own record is exact:
+    every trial that ended has a child run that is no longer RUNNING."""
+    try:
+        query = f"tags.`rlan.sweep` = '{settings.name}' and tags.`rlan.role` = 'trial'"
+        children = parent.client.search_runs([parent.experiment_id], query, max_results=100000)
+        ended = sum(run.info.status != "RUNNING" for run in children)
+    except Exception:  # MLflow unreachable at the very end: Tune's count, blind to an interruption
+        ended = results.num_terminated + results.num_errors
+    return max(0, settings.trials - ended)
+
+
 def _finish(results, settings: SweepSettings) -> dict[str, Any]:
     """Close the parent run; a summary with the ResultGrid under 'results'."""
     parent = RunLogger(settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id)
     errors = len(results.errors)
     finished = len(results) - errors
-    parent.set_tags({"rlan.trials": str(len(results)), "rlan.trial_errors": str(errors)})
-    summary: dict[str, Any] = {"trials": len(results), "errors": errors, "results": results}
+    unfinished = count_unfinished(parent, settings, results)
+    parent.set_tags(
+        {
+            "rlan.trials": str(len(results)),
+            "rlan.trial_errors": str(errors),
+            "rlan.trials_unfinished": str(unfinished),
+        }
+    )
+    summary: dict[str, Any] = {
+        "trials": len(results),
+        "errors": errors,
+        "unfinished": unfinished,
+        "results": results,
+    }
     try:
         best = results.get_best_result(settings.metric, settings.mode)
         value = best.metrics.get(settings.metric)
@@ -239,7 +264,7 @@ def _finish(results, settings: SweepSettings) -> dict[str, Any]:
             summary["best"] = {"metric": value, "knobs": best.config}
     except RuntimeError:
         pass  # no trial reported the metric
-    parent.end("FINISHED" if finished else "FAILED")
+    parent.end("KILLED" if unfinished else "FINISHED" if finished else "FAILED")  # resume re-opens it
     return summary
 
 
@@ -256,6 +281,8 @@ def run_sweep(
             f"`rlan resume {settings.name}` continues it, or pick another --name"
         )
     settings.knobs = sorted(grid) if grid else sorted(space.knobs)
+    if grid:
+        settings.trials = math.prod(len(values) for values in grid.values())  # every grid point, once
     settings.parent_run_id = start_parent_run(base, settings)
     _write_sweep_file(settings, base)
     allow_unevaluated_epochs(base)

@@ -22,8 +22,8 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from orchestrator.search_space import SearchSpace
-from orchestrator.sweep_tracking import MlflowSweepCallback, is_unhealthy
-from orchestrator.tracking import RunLogger, run_tags
+from orchestrator.sweep_tracking import MlflowSweepCallback, is_unhealthy, refusal_in
+from orchestrator.tracking import RunLogger, TrackingRefused, run_tags
 from orchestrator.train_run import build_torch_trainer
 from orchestrator.trial_config import trial_config
 from rlan.config import ConfigError, RunConfig
@@ -268,6 +268,18 @@ def _finish(results, settings: SweepSettings) -> dict[str, Any]:
     return summary
 
 
+def _fit(tuner: tune.Tuner, settings: SweepSettings):
+    """tuner.fit(); a sweep aborted because MLflow refused its requests ends in one line that says so."""
+    try:
+        return tuner.fit()
+    except Exception as exc:
+        refused = refusal_in(exc)
+        if refused is None:
+            raise
+        hint = f"`rlan resume {settings.name}` continues the sweep once that is fixed"
+        raise TrackingRefused(f"{refused}; {hint}") from None
+
+
 def run_sweep(
     base: RunConfig, space: SearchSpace | None, settings: SweepSettings, grid: dict | None = None
 ) -> dict[str, Any]:
@@ -311,7 +323,7 @@ def run_sweep(
         run_config=make_run_config(base, settings),
         **search,
     )
-    return _finish(tuner.fit(), settings)
+    return _finish(_fit(tuner, settings), settings)
 
 
 def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
@@ -326,7 +338,7 @@ def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
     tuner = tune.Tuner.restore(
         sweep_dir, make_trainable(base, settings), resume_unfinished=True, resume_errored=True
     )
-    return settings, _finish(tuner.fit(), settings)
+    return settings, _finish(_fit(tuner, settings), settings)
 
 
 def locate_sweep(name_or_path: str, storage: str) -> str:

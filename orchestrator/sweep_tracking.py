@@ -11,6 +11,11 @@ buffered by RunLogger, and a hook whose MLflow call still fails after the retry 
 returns; the trial trains on. An epoch that never reached this callback (its trial driver died after Train
 registered the epoch's checkpoint but before Tune received the report), or whose result arrived while the
 child run could not be opened, is recorded in the child's `rlan.metrics_gap` tag.
+
+A refusal is not an outage: when MLflow (or a proxy in front of it) answers 401, 403 or a login page, the
+callback says so once and raises, which aborts Tune's loop as a driver crash would: no trial is marked
+finished, so `rlan resume` continues every one of them once the credentials are fixed (a Stopper would
+mark them terminated). `refusal_in` finds the refusal in what Tune raises.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ray.tune import Callback
 
 from orchestrator import plots
 from orchestrator.artifacts import log_plot_folder
-from orchestrator.tracking import RunLogger, TrackingUnavailable, with_retries
+from orchestrator.tracking import RunLogger, TrackingRefused, TrackingUnavailable, with_retries
 from orchestrator.trial_config import ARM_KEY, trial_config
 from rlan.config import RunConfig
 
@@ -89,6 +94,7 @@ class MlflowSweepCallback(Callback):
         self.nan_batches_abort = nan_batches_abort
         self.log_checkpoints = log_checkpoints
         self.echo = echo
+        self.refused = ""  # the refusal's line, once MLflow has refused a request
         self._loggers: dict[str, RunLogger] = {}
         self._last_step: dict[str, int] = {}
         self._last_result: dict[str, dict] = {}
@@ -133,17 +139,27 @@ class MlflowSweepCallback(Callback):
             f"[rlan] trial {trial.trial_id}: {what} not written to MLflow: {exc}", file=sys.stderr, flush=True
         )
 
+    def _refuse(self, trial, exc: TrackingRefused) -> None:
+        """Stop calling MLflow and abort the sweep: no wait makes a missing credential appear."""
+        self.refused = str(exc)
+        print(f"[rlan] trial {trial.trial_id}: {exc}; stopping the sweep", file=sys.stderr, flush=True)
+        raise exc
+
     def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        if self.refused:
+            return
         try:
             self._logger(trial)
         except TrackingUnavailable as exc:  # opened again with the trial's first result
             self._unavailable(trial, "child run", exc)
+        except TrackingRefused as exc:
+            self._refuse(trial, exc)
 
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
         self._last_result[trial.trial_id] = result
         epoch = int(result.get("epoch", 0))
-        if epoch <= self._last_step.get(trial.trial_id, 0):
-            return  # an epoch re-reported after a restart: already in MLflow
+        if self.refused or epoch <= self._last_step.get(trial.trial_id, 0):
+            return  # MLflow refused us, or an epoch re-reported after a restart: already in MLflow
         metrics = {
             k: v
             for k, v in result.items()
@@ -156,12 +172,17 @@ class MlflowSweepCallback(Callback):
                 trial, f"epoch {epoch}", exc
             )  # a gap, noted by the next epoch that gets through
             return
+        except TrackingRefused as exc:
+            return self._refuse(trial, exc)
         last = self._last_step.get(trial.trial_id, 0)
         if epoch <= last:
             return
         if epoch > last + 1:
             logger.note_gap(range(last + 1, epoch))  # reports that never reached Tune, or were not logged
-        logger.log_metrics(metrics, step=epoch)  # buffered by RunLogger while MLflow is down
+        try:
+            logger.log_metrics(metrics, step=epoch)  # buffered by RunLogger while MLflow is down
+        except TrackingRefused as exc:
+            return self._refuse(trial, exc)
         self._last_step[trial.trial_id] = epoch
 
     def _stop_reason(self, trial) -> str:
@@ -173,12 +194,17 @@ class MlflowSweepCallback(Callback):
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         reason = self._stop_reason(trial)
         try:
+            if self.refused:
+                raise TrackingRefused(self.refused)
             logger = self._logger(trial)
             logger.set_tags({"rlan.stop_reason": reason})
             self._finish_artifacts(trial, logger)
             logger.end("FINISHED" if reason == "completed" else "KILLED")
         except TrackingUnavailable as exc:
             self._unavailable(trial, f"the end of the run ({reason})", exc)
+        except TrackingRefused as exc:
+            if not self.refused:
+                self._refuse(trial, exc)
         self._loggers.pop(trial.trial_id, None)
         if self.echo:
             print(self.trial_line(trial, reason), flush=True)
@@ -186,6 +212,8 @@ class MlflowSweepCallback(Callback):
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
         error = getattr(trial, "error_message", None) or "trial failed (see the Ray trial log)"
         try:
+            if self.refused:
+                raise TrackingRefused(self.refused)
             logger = self._logger(trial)
             logger.set_tags(
                 {"rlan.stop_reason": "error", "rlan.error": str(error).strip().splitlines()[-1][:500]}
@@ -193,6 +221,9 @@ class MlflowSweepCallback(Callback):
             logger.end("FAILED")
         except TrackingUnavailable as exc:
             self._unavailable(trial, "the end of the run (error)", exc)
+        except TrackingRefused as exc:
+            if not self.refused:
+                self._refuse(trial, exc)
         self._loggers.pop(trial.trial_id, None)
         if self.echo:
             print(self.trial_line(trial, "error"), flush=True)
@@ -220,3 +251,15 @@ class MlflowSweepCallback(Callback):
         )
         epoch = int(result.get("epoch", 0))
         return f"trial {trial.trial_id} {reason} at epoch {epoch}/{self.max_epochs}: {self.metric} {shown} | {knobs}"
+
+
+def refusal_in(error: BaseException) -> TrackingRefused | None:
+    """The TrackingRefused behind an exception out of Tuner.fit (Tune re-raises a callback's error as a
+    TuneError carrying the traceback text; the original stays on the exception chain)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, TrackingRefused):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None

@@ -48,10 +48,13 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
 from orchestrator.tracking_uri import (  # noqa: F401  (re-exported: the public tracking API)
+    TRANSIENT_STATUSES,
     TrackingError,
+    TrackingRefused,
     check_reachable,
     default_artifact_root,
     git_commit,
+    refused_line,
     resolve_tracking_uri,
     run_tags,
 )
@@ -101,28 +104,62 @@ def retry_budget_s() -> float:
     return _env_float(RETRY_ENV, DEFAULT_RETRY_S)
 
 
+_ERROR_STATUS = re.compile(r"failed with error code (\d{3})")
+_NOT_JSON = "response body was not in a valid JSON format"
+
+
+def refusal_status(exc: BaseException) -> int | None | bool:
+    """The HTTP status of an answer that waiting will not change (401, 403, a non-JSON error page such as a
+    proxy's 404), None for a 200 page that is not JSON, False when exc is no refusal."""
+    if not isinstance(exc, MlflowException):
+        return False
+    text = str(exc)
+    if (
+        match := _ERROR_STATUS.search(text)
+    ) is not None:  # a non-JSON error page (JSON ones are RestException)
+        status = int(match.group(1))
+        return False if status in TRANSIENT_STATUSES else status
+    if exc.error_code in ("UNAUTHENTICATED", "PERMISSION_DENIED"):  # MLflow's own auth app, JSON answer
+        return 401 if exc.error_code == "UNAUTHENTICATED" else 403
+    return None if _NOT_JSON in text else False
+
+
 def is_transient(exc: BaseException) -> bool:
-    """Whether `exc` may pass by itself: MLflow unreachable, slow, overloaded or locked, not a wrong request."""
+    """Whether `exc` may pass by itself: MLflow unreachable, slow, overloaded or locked, not a wrong request
+    and not a refusal (credentials, permission, a login page)."""
     if isinstance(exc, MlflowException):
         text = str(exc)
         # The REST client wraps every transport failure (refused, reset, timeout, 5xx after its own retries)
-        # as "API request to <url> failed with [timeout ]exception ...".
+        # as "API request to <url> failed with [timeout ]exception ..."; a non-JSON error page as
+        # "... failed with error code <status>", transient only for the statuses MLflow itself retries.
         transport = text.startswith("API request to") and " failed with " in text
+        if transport and refusal_status(exc) is not False:
+            return False
         return transport or exc.error_code == "TEMPORARILY_UNAVAILABLE" or "database is locked" in text
     return isinstance(exc, ConnectionError | TimeoutError)
 
 
 def with_retries(
-    call: Callable[..., _T], *args: Any, what: str, budget_s: float | None = None, **kwargs: Any
+    call: Callable[..., _T],
+    *args: Any,
+    what: str,
+    budget_s: float | None = None,
+    tracking_uri: str = "the tracking URI",
+    **kwargs: Any,
 ) -> _T:
     """call(*args, **kwargs), retried with growing waits while it fails transiently, for budget_s seconds at most
-    (default RLAN_MLFLOW_RETRY_S; 0 means one attempt); then TrackingUnavailable."""
+    (default RLAN_MLFLOW_RETRY_S; 0 means one attempt); then TrackingUnavailable. A refusal (401, 403, a login
+    page) raises TrackingRefused at once: no wait makes a missing credential appear."""
     budget = retry_budget_s() if budget_s is None else budget_s
     deadline, delay = _clock() + budget, 1.0
     while True:
         try:
             return call(*args, **kwargs)
         except Exception as exc:
+            status = refusal_status(exc)
+            if status is not False:
+                answer = "" if status is not None else "a page that is not MLflow's JSON"
+                raise TrackingRefused(refused_line(tracking_uri, what, status, answer)) from exc
             if not is_transient(exc):
                 raise
             if _clock() + delay > deadline:
@@ -206,10 +243,10 @@ class RunLogger:
             all_tags[PARENT_TAG] = parent_run_id
         if run_id is None:
             root = default_artifact_root(self.tracking_uri)
-            self.experiment_id = with_retries(
+            self.experiment_id = self._retry(
                 get_or_create_experiment, self.client, experiment_name, root, what="experiment"
             )
-            run = with_retries(
+            run = self._retry(
                 self.client.create_run,
                 self.experiment_id,
                 tags=_tag_strings(all_tags),
@@ -217,11 +254,11 @@ class RunLogger:
                 what="create_run",
             )
         else:
-            run = with_retries(self.client.get_run, run_id, what="get_run")
+            run = self._retry(self.client.get_run, run_id, what="get_run")
             self.experiment_id = run.info.experiment_id
-            with_retries(self.client.update_run, run_id, status="RUNNING", what="update_run")
+            self._retry(self.client.update_run, run_id, status="RUNNING", what="update_run")
             if all_tags:
-                with_retries(self.client.log_batch, run_id, tags=_tag_list(all_tags), what="set_tags")
+                self._retry(self.client.log_batch, run_id, tags=_tag_list(all_tags), what="set_tags")
         self._run_id = run.info.run_id
         self._params: dict[str, str] = dict(run.data.params)
         self._ended = False
@@ -230,10 +267,13 @@ class RunLogger:
     def run_id(self) -> str:
         return self._run_id
 
+    def _retry(self, call: Callable[..., _T], *args: Any, what: str, **kwargs: Any) -> _T:
+        return with_retries(call, *args, what=what, tracking_uri=self.tracking_uri, **kwargs)
+
     def _call(self, what: str, call: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """An MLflow call with the full retry budget, after the buffered metrics (which go first)."""
         self._flush()
-        return with_retries(call, *args, what=f"{what}, run {self._run_id}", **kwargs)
+        return self._retry(call, *args, what=f"{what}, run {self._run_id}", **kwargs)
 
     def log_params(self, flat: dict[str, Any]) -> None:
         """Log {key: value} as strings; a key already logged with the same value is skipped."""
@@ -285,7 +325,7 @@ class RunLogger:
         try:
             while self._pending:
                 self._last_try = _clock()
-                with_retries(
+                self._retry(
                     self.client.log_batch,
                     self._run_id,
                     metrics=self._pending[0],
@@ -295,7 +335,7 @@ class RunLogger:
                 self._pending.pop(0)
             gap = compact_steps(self._gap)
             if gap != self._gap_written:
-                with_retries(
+                self._retry(
                     self.client.log_batch,
                     self._run_id,
                     tags=[RunTag(GAP_TAG, gap[:MAX_TAG_LENGTH])],
@@ -359,7 +399,7 @@ class RunLogger:
     def metric_history(self, key: str) -> list[tuple[int, float]]:
         """(step, value) of `key`, oldest first; buffered values are included."""
         name = sanitize_key(key)
-        stored = with_retries(
+        stored = self._retry(
             self.client.get_metric_history, self._run_id, name, what=f"metric_history {name}"
         )
         # A buffered batch may already be stored (its answer lost): the same (step, timestamp, value) counts once.

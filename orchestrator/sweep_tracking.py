@@ -30,6 +30,7 @@ from ray.tune import Callback
 from orchestrator import plots
 from orchestrator.artifacts import log_plot_folder
 from orchestrator.tracking import RunLogger, TrackingRefused, TrackingUnavailable, with_retries
+from orchestrator.train_run import CHECKPOINT_RANK
 from orchestrator.trial_config import ARM_KEY, trial_config
 from rlan.config import RunConfig
 
@@ -51,6 +52,7 @@ TUNE_KEYS = {
     "should_checkpoint",
     "checkpoint_path",
     "experiment_tag",
+    CHECKPOINT_RANK,  # the sweep metric again, for Ray Train's checkpoint retention
 }
 
 
@@ -78,7 +80,6 @@ class MlflowSweepCallback(Callback):
         sweep_name: str,
         parent_run_id: str,
         base_config: dict[str, Any],
-        max_epochs: int,
         metric: str,
         nan_batches_abort: int,
         log_checkpoints: bool = False,
@@ -89,7 +90,6 @@ class MlflowSweepCallback(Callback):
         self.sweep_name = sweep_name
         self.parent_run_id = parent_run_id
         self.base_config = base_config
-        self.max_epochs = max_epochs
         self.metric = metric
         self.nan_batches_abort = nan_batches_abort
         self.log_checkpoints = log_checkpoints
@@ -189,7 +189,11 @@ class MlflowSweepCallback(Callback):
         result = self._last_result.get(trial.trial_id, {})
         if is_unhealthy(result, self.nan_batches_abort):
             return "unhealthy"
-        return "completed" if int(result.get("epoch", 0)) >= self.max_epochs else "asha"
+        return "completed" if int(result.get("epoch", 0)) >= self._budget(trial) else "asha"
+
+    def _budget(self, trial) -> int:
+        """The trial's own training.max_epochs: a search space may sweep it."""
+        return self._trial_config(trial).training.max_epochs
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         reason = self._stop_reason(trial)
@@ -250,7 +254,7 @@ class MlflowSweepCallback(Callback):
             f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in trial.config.items()
         )
         epoch = int(result.get("epoch", 0))
-        return f"trial {trial.trial_id} {reason} at epoch {epoch}/{self.max_epochs}: {self.metric} {shown} | {knobs}"
+        return f"trial {trial.trial_id} {reason} at epoch {epoch}/{self._budget(trial)}: {self.metric} {shown} | {knobs}"
 
 
 def refusal_in(error: BaseException) -> TrackingRefused | None:

@@ -11,6 +11,7 @@ deterministic, so re-running the same command continues where it stopped, in the
 
 from __future__ import annotations
 
+import math
 import re
 import sys
 import threading
@@ -45,22 +46,37 @@ from rlan.config import RunConfig, config_from_dict, with_absolute_paths
 from rlan.engine import Trainer
 
 NAME_TAG, STORAGE_TAG = "rlan.train_name", "rlan.train_storage"
+# Ray Train ranks checkpoints by this key when a sweep keeps its best ones: the sweep metric on evaluated
+# epochs, the worst value otherwise. Ray logs an error for every report that lacks the key, and an epoch
+# that did not evaluate (eval_every > 1) has no score, so the key is always there.
+CHECKPOINT_RANK = "checkpoint_rank"
 
 
 # ------------------------------------------------------------------------------------------ workers
 class RayReporter:
     """The engine's Reporter inside a Train worker; every rank calls report once per epoch (it is a barrier)."""
 
-    def __init__(self, world_size: int):
-        self.world_size = world_size
+    def __init__(self, world_size: int, rank_by: tuple[str, str] | None = None):
+        self.world_size, self.rank_by = world_size, rank_by
         self.trainer: Trainer | None = None  # set once the Trainer exists, for the final plots
+
+    def rank(self, metrics: dict[str, float]) -> dict[str, float]:
+        """{CHECKPOINT_RANK: the sweep metric, or the worst value on an epoch without it}; {} if not ranked."""
+        if self.rank_by is None:
+            return {}
+        metric, mode = self.rank_by
+        value = metrics.get(metric)
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            value = -math.inf if mode == "max" else math.inf
+        return {CHECKPOINT_RANK: float(value)}
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
         trainer = self.trainer
         if checkpoint_dir and trainer is not None and epoch + 1 == trainer.config.training.max_epochs:
             render_final_plots(trainer, checkpoint_dir)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None  # rank 0 only
-        ray.train.report({**metrics, "world_size": float(self.world_size)}, checkpoint=checkpoint)
+        report = {**metrics, **self.rank(metrics), "world_size": float(self.world_size)}
+        ray.train.report(report, checkpoint=checkpoint)
 
 
 def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
@@ -71,12 +87,14 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
 def worker_trainer(loop_config: dict[str, Any]) -> Trainer:
     """The engine's Trainer on this Train worker, resumed from Ray's latest checkpoint when there is one.
 
-    loop_config = {"config": RunConfig.to_dict(), "progress": bool}; the engine shards the data itself.
+    loop_config = {"config": RunConfig.to_dict(), "progress": bool, "rank_by": [metric, mode] or None};
+    the engine shards the data itself.
     """
     config = config_from_dict(loop_config["config"], "train loop config")
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
-    reporter = RayReporter(world_size)
+    rank_by = loop_config.get("rank_by")
+    reporter = RayReporter(world_size, tuple(rank_by) if rank_by else None)
     trainer = Trainer(
         config,
         reporter,
@@ -110,21 +128,29 @@ def build_torch_trainer(
     gpus_per_worker: float | None = None,
     max_failures: int = 2,
     num_to_keep: int = 2,
+    keep_best: tuple[str, str] | None = None,
     callbacks: list | None = None,
     progress: bool = False,
 ) -> TorchTrainer:
-    """A TorchTrainer running `train_loop_per_worker`; callbacks must be ray.train.UserCallback objects."""
+    """A TorchTrainer running `train_loop_per_worker`; callbacks must be ray.train.UserCallback objects.
+
+    keep_best=(metric, mode) keeps the num_to_keep best checkpoints by that metric; Ray Train always keeps
+    the latest one besides, so a resume still starts from the last epoch."""
     resources: dict[str, float] = {"CPU": cpus_per_worker}
     if use_gpu:
         resources["GPU"] = 1 if gpus_per_worker is None else gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "progress": progress},
+        train_loop_config={"config": config.to_dict(), "progress": progress, "rank_by": keep_best},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=name,
             storage_path=storage,
-            checkpoint_config=CheckpointConfig(num_to_keep=num_to_keep),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=num_to_keep,
+                checkpoint_score_attribute=CHECKPOINT_RANK if keep_best else None,
+                checkpoint_score_order=keep_best[1] if keep_best else "max",
+            ),
             failure_config=FailureConfig(max_failures=max_failures),
             callbacks=callbacks or [],
         ),

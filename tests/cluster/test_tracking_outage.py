@@ -171,7 +171,7 @@ def _callback(store: str) -> MlflowSweepCallback:
     )
     config = tiny()
     return MlflowSweepCallback(
-        store, "outage-sweep", "s", parent.run_id, config.to_dict(), 3, "score", 3, echo=False
+        store, "outage-sweep", "s", parent.run_id, config.to_dict(), "score", 3, echo=False
     )
 
 

@@ -193,3 +193,26 @@ def test_asha_waits_a_quarter_of_the_budget_before_its_first_stop():
     assert milestones(make_scheduler(base, settings)) == [15, 30, 60]  # epoch 1 would rank trials on noise
     settings.grace_period = 5
     assert milestones(make_scheduler(base, settings))[0] == 5
+
+
+def test_the_largest_swept_budget_is_asha_top_rung(tmp_path):
+    from orchestrator.sweep import largest_budget
+    from tests.conftest import tiny
+
+    base = tiny("training.max_epochs=4")
+    assert largest_budget(base, None) == 4
+    assert (
+        largest_budget(
+            base, parse_search_space("training.learning_rate: {type: uniform, low: 0.001, high: 0.01}", "s")
+        )
+        == 4
+    )
+    assert (
+        largest_budget(base, parse_search_space("training.max_epochs: {type: choice, values: [2, 3]}", "s"))
+        == 3
+    )
+    assert (
+        largest_budget(base, parse_search_space("training.max_epochs: {type: int, low: 5, high: 9}", "s"))
+        == 9
+    )
+    assert largest_budget(base, None, {"training.max_epochs": [6, 2]}) == 6

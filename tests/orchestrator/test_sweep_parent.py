@@ -1,0 +1,52 @@
+"""One parent run per sweep: a sweep that failed after creating its MLflow parent but before Tune saved any
+state is re-attached by tags when rerun with the same --name, never given a second parent; a name MLflow
+already holds for another sweep is refused in one line. Real SQLite MLflow, no Ray needed."""
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.sweep import SweepError, start_parent_run
+from orchestrator.tracking import RunLogger
+from tests.conftest import sweep_settings, tiny, write_space
+
+
+def _parents(settings):
+    client = MlflowClient(settings.tracking_uri)
+    experiment = client.get_experiment_by_name(settings.experiment)
+    query = f"tags.`rlan.sweep` = '{settings.name}' and tags.`rlan.role` = 'sweep'"
+    return client.search_runs([experiment.experiment_id], query)
+
+
+def test_a_rerun_re_attaches_to_the_parent_of_the_failed_attempt(tmp_path):
+    settings = sweep_settings(tmp_path, "again", write_space(tmp_path))
+    first = start_parent_run(tiny(), settings)  # the attempt that failed before Tune saved anything
+    RunLogger(settings.tracking_uri, settings.experiment, run_id=first).end("FAILED")
+    second = start_parent_run(tiny(), settings)
+    assert second == first
+    parents = _parents(settings)
+    assert [r.info.run_id for r in parents] == [first] and parents[0].info.status == "RUNNING"
+
+
+def test_the_same_name_in_another_storage_is_refused(tmp_path):
+    settings = sweep_settings(tmp_path, "taken", write_space(tmp_path))
+    start_parent_run(tiny(), settings)
+    settings.storage = str(tmp_path / "elsewhere")
+    with pytest.raises(SweepError, match=r"already holds sweep 'taken' .*pick another --name"):
+        start_parent_run(tiny(), settings)
+    assert len(_parents(settings)) == 1
+
+
+def test_a_parent_that_has_trial_runs_is_refused(tmp_path):
+    settings = sweep_settings(tmp_path, "with-trials", write_space(tmp_path))
+    parent = start_parent_run(tiny(), settings)
+    tags = {"rlan.sweep": "with-trials", "rlan.role": "trial"}
+    RunLogger(settings.tracking_uri, settings.experiment, run_name="t", tags=tags, parent_run_id=parent)
+    with pytest.raises(SweepError, match="1 trial runs"):
+        start_parent_run(tiny(), settings)
+
+
+def test_another_base_config_under_the_same_name_is_refused(tmp_path):
+    settings = sweep_settings(tmp_path, "changed", write_space(tmp_path))
+    start_parent_run(tiny(), settings)
+    with pytest.raises(SweepError, match="another base config.*training.learning_rate"):
+        start_parent_run(tiny("training.learning_rate=0.0123"), settings)

@@ -1,7 +1,8 @@
 """`python -m bench.learning` (= `make learn`): does RLAN learn ARC tasks on this machine, and how fast?
 
-    python -m bench.learning                              # configs/learnable.yaml, the global-rule set
-    python -m bench.learning --set local                  # the same config on the local-rule set
+    python -m bench.learning                              # configs/learnable.yaml on the local-rule set
+    python -m bench.learning --set local_wide             # the same config on tasks it was not tuned on
+    python -m bench.learning --set global                 # ... and on whole-grid transforms
     python -m bench.learning --set first100 training.max_epochs=40
     python -m bench.learning data.tasks=[6150a2bd,67a3c6ac] training.seed=1
 
@@ -10,13 +11,15 @@ from MLflow: wall time, samples seen, train / held-out / eval exact match and pi
 evaluated epochs. `rlan debug -c configs/learnable.yaml` runs the same training.
 
 The task sets (each chosen by a stated rule over all 400 ARC-AGI-1 training tasks, not by what the model
-solves; `bench.task_sets` computes the second one):
-  global   the 12 tasks whose output is one global transform of the whole input (rotation, flip,
-           transpose, recolouring, gravity), as listed in shared/design/arc_learning_facts.md
-  local    the 12 tasks, outside `global`, whose outputs keep the input size (at most 10x10) and are a
-           function of each cell's 3x3 input neighbourhood (consistent over all pairs), with at least 80%
-           of the test inputs' neighbourhoods present in the demos
-  first100 the first 100 training tasks in sorted id order
+solves; `bench.task_sets` computes the local ones):
+  local      (the config's own) the 12 tasks, outside `global`, whose outputs keep the input size (at most
+             10x10) and are a function of each cell's 3x3 input neighbourhood (consistent over all pairs),
+             with at least 80% of the test inputs' neighbourhoods present in the demos
+  local_wide the same rule loosened (sides up to 30, half of the test neighbourhoods seen), minus the
+             two other sets: 10 tasks
+  global     the 12 tasks whose output is one global transform of the whole input (rotation, flip,
+             transpose, recolouring, gravity), as listed in shared/design/arc_learning_facts.md
+  first100   the first 100 training tasks in sorted id order
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from orchestrator.cli_args import (
     build_parser,
     check_max_failures,
     check_sweep_resources,
+    check_wait,
 )
 
 
@@ -80,6 +81,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise ConfigError(f"--workers {args.workers}: expected a whole number >= 1")
+    check_wait(args)
     config = load_config(args.config, args.overrides)
     training_tasks(config)
     uri = _tracking(args)
@@ -90,6 +92,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         workers=args.workers,
         use_gpu=args.gpu,
         address=args.address,
+        wait_for_resources=args.wait_for_resources,
         storage=args.storage,
         name=args.name,
         max_failures=args.max_failures,
@@ -106,7 +109,7 @@ def _print_compare(uri: str, name: str, experiment: str | None) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.cluster import resolve_storage, start_ray
+    from orchestrator.cluster import check_resources, resolve_storage, start_ray
     from orchestrator.search_space import load_search_space
     from orchestrator.sweep import SweepSettings, run_sweep, sweep_name
     from rlan.config import load_config
@@ -141,6 +144,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         echo=not args.quiet,
     )
     start_ray(args.address)
+    check_resources(
+        args.workers_per_trial,
+        args.cpus_per_worker,
+        args.gpus_per_trial / args.workers_per_trial,
+        args.wait_for_resources,
+    )
     print(
         f"sweep {settings.name}: {settings.trials} trials, {settings.concurrency} at a time, "
         f"storage {settings.sweep_dir}, MLflow {uri}",
@@ -159,13 +168,21 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.cluster import resolve_storage, start_ray
-    from orchestrator.sweep import locate_sweep, resume_sweep
+    from orchestrator.cluster import check_resources, resolve_storage, start_ray
+    from orchestrator.sweep import locate_sweep, read_sweep_file, resume_sweep
     from orchestrator.trial_config import ARM_KEY
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    check_wait(args)
     sweep_dir = locate_sweep(args.sweep, resolve_storage(args.storage))
     start_ray(args.address)
+    saved = read_sweep_file(sweep_dir)[0]
+    check_resources(
+        saved.workers_per_trial,
+        saved.cpus_per_worker,
+        saved.gpus_per_trial / saved.workers_per_trial,
+        args.wait_for_resources,
+    )
     settings, summary = resume_sweep(sweep_dir)
     if interrupted("resume", summary, settings.name):
         return EXIT_INTERRUPTED
@@ -183,7 +200,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from orchestrator.ablation import run_ablation, write_ablation_report
-    from orchestrator.cluster import resolve_storage, start_ray
+    from orchestrator.cluster import check_resources, resolve_storage, start_ray
     from orchestrator.sweep import SweepSettings, sweep_name
     from orchestrator.trial_config import ARMS
     from rlan.config import ConfigError, load_config
@@ -195,6 +212,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     overrides += [f"data.max_tasks={args.tasks}"] if args.tasks else []
     config = load_config(args.config, overrides)
     check_max_failures(args)
+    check_wait(args)
     unknown = sorted(set(args.arms or []) - set(ARMS))
     if unknown or args.seeds < 1:
         raise ConfigError(
@@ -216,6 +234,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     )
     seeds = [config.training.seed + i for i in range(args.seeds)]
     start_ray(args.address)
+    check_resources(settings.workers_per_trial, settings.cpus_per_worker, 0.0, args.wait_for_resources)
     print(
         f"ablation {settings.name}: {len(args.arms or ARMS)} arms x {len(seeds)} seeds, MLflow {uri}",
         flush=True,

@@ -116,6 +116,14 @@ def _add_ray_args(parser: argparse.ArgumentParser) -> None:
         help="run/checkpoint storage: a path or s3://, gs:// URI "
         "(default: $RLAN_STORAGE or ./ray_results); shared storage on a multi-node cluster",
     )
+    parser.add_argument(
+        "--wait-for-resources",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="how long to wait for nodes an autoscaler adds before refusing a run the cluster cannot hold "
+        "(default 0: refuse at once)",
+    )
 
 
 def _add_failure_args(parser: argparse.ArgumentParser, relaunch: bool = True) -> None:
@@ -152,6 +160,7 @@ def check_sweep_resources(args: argparse.Namespace) -> None:
     if args.cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker {args.cpus_per_worker}: expected a number > 0")
     check_max_failures(args)
+    check_wait(args)
     if getattr(args, "grace_period", None) is not None and args.grace_period < 1:
         raise ConfigError(f"--grace-period {args.grace_period}: expected a whole number of epochs >= 1")
     per_rank = args.gpus_per_trial / args.workers_per_trial
@@ -160,3 +169,10 @@ def check_sweep_resources(args: argparse.Namespace) -> None:
             f"--gpus-per-trial {args.gpus_per_trial} with --workers-per-trial {args.workers_per_trial}: "
             "expected whole GPUs per DDP rank; fractional GPUs need --workers-per-trial 1 (ray#48012)"
         )
+
+
+def check_wait(args: argparse.Namespace) -> None:
+    from rlan.config import ConfigError
+
+    if getattr(args, "wait_for_resources", 0) < 0:
+        raise ConfigError(f"--wait-for-resources {args.wait_for_resources}: expected seconds >= 0")

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import os
 import socket
+import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlparse
@@ -75,3 +77,42 @@ def resolve_storage(storage: str | None) -> str:
     except OSError as exc:
         raise ClusterError(f"--storage '{value}': cannot write there ({exc.strerror or exc})") from None
     return str(path)
+
+
+def placeable(nodes: list[dict[str, float]], cpus: float, gpus: float) -> int:
+    """How many {CPU: cpus, GPU: gpus} worker bundles the nodes hold at most (a bundle sits on one node)."""
+    total = 0
+    for node in nodes:
+        fits = [node.get("CPU", 0.0) / cpus] if cpus > 0 else []
+        fits += [node.get("GPU", 0.0) / gpus] if gpus > 0 else []
+        total += math.floor(min(fits) + 1e-9) if fits else 0
+    return total
+
+
+def check_resources(
+    workers: int, cpus_per_worker: float, gpus_per_worker: float, wait_s: float = 0, what: str = "each trial"
+) -> None:
+    """Refuse, in one line, a run the connected cluster cannot place: Ray would queue it forever. Nodes that
+    join within wait_s seconds (an autoscaler at work, --wait-for-resources) count; alive nodes only."""
+    import ray
+
+    deadline, announced = time.monotonic() + wait_s, False
+    while True:
+        nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
+        if placeable(nodes, cpus_per_worker, gpus_per_worker) >= workers:
+            return
+        if time.monotonic() >= deadline:
+            break
+        if not announced:
+            print(
+                f"[rlan] waiting up to {wait_s:.0f} s for nodes with the resources {what} needs", flush=True
+            )
+            announced = True
+        time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
+    need = f"{cpus_per_worker:g} CPU" + (f" and {gpus_per_worker:g} GPU" if gpus_per_worker else "")
+    have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes) or "none"
+    raise ClusterError(
+        f"{what} needs {workers} worker(s) of {need} each, which the cluster's nodes ({have}) cannot hold; "
+        "ask for less (--cpus-per-worker, --gpus-per-trial, --workers) or add nodes"
+        + ("" if wait_s else " (--wait-for-resources S waits for an autoscaler)")
+    )

@@ -32,7 +32,7 @@ from orchestrator.artifacts import (
     render_final_plots,
     summary_table,
 )
-from orchestrator.cluster import resolve_storage, start_ray
+from orchestrator.cluster import check_resources, resolve_storage, start_ray
 from orchestrator.debug_run import EPOCH_LINE_KEYS, epoch_line
 from orchestrator.tracking import (
     MAX_PARAM_LENGTH,
@@ -284,6 +284,7 @@ def run_train(
     max_failures: int = 2,
     log_checkpoint: bool = True,
     echo: bool = True,
+    wait_for_resources: float = 0.0,
 ) -> tuple[str, dict[str, float]]:
     """Train on `workers` Ray Train workers; returns (MLflow run id, last epoch's metrics).
 
@@ -295,6 +296,7 @@ def run_train(
     name = name or default_train_name(config, experiment)
     storage = resolve_storage(storage)  # before Ray starts: a bad path costs nothing
     start_ray(address)
+    check_resources(workers, 1.0, 1.0 if use_gpu else 0.0, wait_for_resources, what="the run")
     logger = open_train_run(config, tracking_uri, experiment, name, storage)
     logger.set_tags({"rlan.workers": workers, "rlan.use_gpu": use_gpu})
     callback = MlflowTrainCallback(logger.tracking_uri, logger.run_id)

@@ -27,6 +27,7 @@ from mlflow import MlflowClient
 from ray.cluster_utils import Cluster
 from ray.train import UserCallback
 
+from orchestrator.cluster import ClusterError, check_resources
 from orchestrator.sweep import SweepSettings, run_sweep
 from orchestrator.train_run import (
     MlflowTrainCallback,
@@ -279,3 +280,24 @@ def test_a_sweep_retries_the_trial_whose_driver_node_died(cluster, tmp_path):
         assert run.info.status == "FINISHED" and run.data.tags["rlan.stop_reason"] == "completed"
         for key in ("epoch", "train/loss"):
             assert epoch_steps(client, run.info.run_id, key) == list(range(1, epochs + 1)), key
+
+
+def test_a_run_the_cluster_cannot_hold_is_refused_at_once_or_waits_for_a_node(cluster):
+    # Ray would queue these forever: no node has 2 CPUs or a GPU, and 3 one-CPU workers need 3 nodes' worth.
+    for workers, cpus, gpus, need in [
+        (1, 2.0, 0.0, "2 CPU each"),
+        (1, 1.0, 1.0, "1 CPU and 1 GPU"),
+        (3, 1.0, 0.0, "3 worker"),
+    ]:
+        with pytest.raises(ClusterError, match=need) as info:
+            check_resources(workers, cpus, gpus)
+        assert "0 CPU/0 GPU, 1 CPU/0 GPU, 1 CPU/0 GPU" in str(info.value) and "\n" not in str(info.value)
+    check_resources(2, 1.0, 0.0)  # what the cluster holds passes without waiting
+    # With a wait, a node that joins meanwhile (as an autoscaler adds one) lets the run start.
+    waiting = Background(lambda: check_resources(1, 2.0, 0.0, wait_s=120))
+    waiting.start()
+    node = cluster.add_node(num_cpus=2)
+    try:
+        assert waiting.outcome(150) is None
+    finally:
+        cluster.remove_node(node)

@@ -249,6 +249,11 @@ CASES = [
         ("--grace-period 0", "epochs >= 1"),
     ),
     Case(
+        "sweep_negative_wait_for_resources",
+        sweep(QUICK_SPACE, "--wait-for-resources", "-5", "--address", DEAD_RAY),
+        ("--wait-for-resources -5", "seconds >= 0"),
+    ),
+    Case(
         "sweep_negative_max_failures",
         sweep(QUICK_SPACE, "--max-failures", "-1", "--address", DEAD_RAY),
         ("--max-failures -1", ">= 0"),

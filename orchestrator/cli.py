@@ -109,7 +109,7 @@ def _print_compare(uri: str, name: str, experiment: str | None) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.cluster import check_resources, resolve_storage, start_ray
+    from orchestrator.cluster import check_resources, check_shared_storage, resolve_storage, start_ray
     from orchestrator.search_space import load_search_space
     from orchestrator.sweep import SweepSettings, run_sweep, sweep_name
     from rlan.config import load_config
@@ -150,6 +150,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         args.gpus_per_trial / args.workers_per_trial,
         args.wait_for_resources,
     )
+    check_shared_storage(storage)
     print(
         f"sweep {settings.name}: {settings.trials} trials, {settings.concurrency} at a time, "
         f"storage {settings.sweep_dir}, MLflow {uri}",
@@ -168,7 +169,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from orchestrator.cluster import check_resources, resolve_storage, start_ray
+    from orchestrator.cluster import check_resources, check_shared_storage, resolve_storage, start_ray
     from orchestrator.sweep import locate_sweep, read_sweep_file, resume_sweep
     from orchestrator.trial_config import ARM_KEY
 
@@ -183,6 +184,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
         saved.gpus_per_trial / saved.workers_per_trial,
         args.wait_for_resources,
     )
+    check_shared_storage(saved.storage)
     settings, summary = resume_sweep(sweep_dir)
     if interrupted("resume", summary, settings.name):
         return EXIT_INTERRUPTED
@@ -200,7 +202,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     from orchestrator.ablation import run_ablation, write_ablation_report
-    from orchestrator.cluster import check_resources, resolve_storage, start_ray
+    from orchestrator.cluster import check_resources, check_shared_storage, resolve_storage, start_ray
     from orchestrator.sweep import SweepSettings, sweep_name
     from orchestrator.trial_config import ARMS
     from rlan.config import ConfigError, load_config
@@ -235,6 +237,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     seeds = [config.training.seed + i for i in range(args.seeds)]
     start_ray(args.address)
     check_resources(settings.workers_per_trial, settings.cpus_per_worker, 0.0, args.wait_for_resources)
+    check_shared_storage(settings.storage)
     print(
         f"ablation {settings.name}: {len(args.arms or ARMS)} arms x {len(seeds)} seeds, MLflow {uri}",
         flush=True,

@@ -116,3 +116,58 @@ def check_resources(
         "ask for less (--cpus-per-worker, --gpus-per-trial, --workers) or add nodes"
         + ("" if wait_s else " (--wait-for-resources S waits for an autoscaler)")
     )
+
+
+def _sees_probe(path: str, expected: str, reply: str) -> bool:
+    """On one node: does the driver's file read back, and can this node write beside it?"""
+    try:
+        if Path(path).read_text() != expected:
+            return False
+        Path(reply).write_text(expected)
+        return True
+    except OSError:
+        return False
+
+
+def check_shared_storage(storage: str, timeout_s: float = 60) -> None:
+    """Prove that every alive node sees what the driver writes under a local --storage path, and the driver
+    what each node writes, before any trial starts: Ray no longer syncs checkpoints to the head, so on
+    unshared disks every node would keep its own half of the results. URIs (s3://, gs://) and single-node
+    clusters pass at once."""
+    if "://" in storage:
+        return
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    nodes = [node for node in ray.nodes() if node.get("Alive")]
+    if len(nodes) <= 1:
+        return
+    token = uuid.uuid4().hex
+    probe = Path(storage) / f".shared-probe-{token}"
+    probe.write_text(token)
+    replies = {
+        node["NodeID"]: Path(storage) / f".shared-probe-{token}-{node['NodeID'][:12]}" for node in nodes
+    }
+    sees = ray.remote(num_cpus=0)(_sees_probe)
+    pending = {
+        node["NodeID"]: sees.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"], soft=False)
+        ).remote(str(probe), token, str(replies[node["NodeID"]]))
+        for node in nodes
+    }
+    try:
+        ready, _ = ray.wait(list(pending.values()), num_returns=len(pending), timeout=timeout_s)
+        answers = {nid: ref in ready and ray.get(ref) for nid, ref in pending.items()}
+        blind = [
+            node for node in nodes if not answers[node["NodeID"]] or not replies[node["NodeID"]].exists()
+        ]
+    finally:
+        for path in [probe, *replies.values()]:
+            path.unlink(missing_ok=True)
+    if blind:
+        names = ", ".join(f"{n['NodeManagerAddress']} (node {n['NodeID'][:8]})" for n in blind)
+        raise ClusterError(
+            f"--storage '{storage}' is not shared: {names} cannot see what this driver writes there, or this "
+            "driver what it writes; pass a path mounted at the same place on every node (NFS), or s3://..., "
+            "gs://..."
+        )

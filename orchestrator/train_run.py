@@ -32,7 +32,7 @@ from orchestrator.artifacts import (
     render_final_plots,
     summary_table,
 )
-from orchestrator.cluster import check_resources, resolve_storage, start_ray
+from orchestrator.cluster import check_resources, check_shared_storage, resolve_storage, start_ray
 from orchestrator.debug_run import EPOCH_LINE_KEYS, epoch_line
 from orchestrator.tracking import (
     MAX_PARAM_LENGTH,
@@ -297,6 +297,7 @@ def run_train(
     storage = resolve_storage(storage)  # before Ray starts: a bad path costs nothing
     start_ray(address)
     check_resources(workers, 1.0, 1.0 if use_gpu else 0.0, wait_for_resources, what="the run")
+    check_shared_storage(storage)
     logger = open_train_run(config, tracking_uri, experiment, name, storage)
     logger.set_tags({"rlan.workers": workers, "rlan.use_gpu": use_gpu})
     callback = MlflowTrainCallback(logger.tracking_uri, logger.run_id)

@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TORCH_PIN := torch==2.13.0
 
-.PHONY: install test test-fast sweep debug learn lint bench clean
+.PHONY: install test test-fast sweep debug learn lint bench gpu-check gpu-site clean
 
 # CPU torch is pinned and installed first: an unpinned torch would pull a multi-GB CUDA build.
 # A GPU user can pre-install their CUDA torch 2.13 into .venv; pip then keeps it.
@@ -28,7 +28,7 @@ debug: $(STAMP)
 	$(BIN)/rlan debug -c configs/debug.yaml
 
 # A small real sweep: embedded local Ray, MLflow in ./mlruns.db, 4 trials of configs/sweep.yaml (the
-# learnable recipe on the local-rule tasks, 60 epochs), 2 at a time, 7-12 minutes on 2 cores.
+# learnable recipe on the local-rule tasks, 60 epochs), 2 at a time, about 4-5 minutes on 2 cores.
 sweep: $(STAMP)
 	$(BIN)/rlan sweep -c configs/sweep.yaml -s search_spaces/quick.yaml --trials 4 --concurrency 2
 
@@ -42,6 +42,14 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench --orchestration
+
+# The CUDA path on a GPU machine (bench/gpu_check.py): no .venv there, so it runs the machine's python3
+# with the packages `make gpu-site` packed into .gpu/; on this machine it uses .venv and skips the GPU parts.
+gpu-check:
+	bash scripts/gpu_check.sh
+
+gpu-site: $(STAMP)
+	bash scripts/gpu_site.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache mlruns.db mlartifacts

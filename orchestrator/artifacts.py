@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +128,26 @@ def render_final_plots(trainer, directory: str | Path) -> list[Path]:
         figure = attention_figure(trainer.core, spec, stages, trainer.device)
         written.append(plots.save_figure(figure, folder / "clue_attention.png"))
     return written
+
+
+@contextlib.contextmanager
+def local_checkpoint(checkpoint: str, storage: str = ""):
+    """A local folder holding the checkpoint: the folder itself, or a temporary copy of it when it lives on
+    cloud storage. Tune reports such a checkpoint's path without its scheme ('bucket/runs/...'), so the
+    filesystem comes from the sweep's storage URI (pyarrow, as Ray's own storage layer uses)."""
+    uri = checkpoint if "://" in checkpoint else storage if "://" in storage else ""
+    if not uri:
+        yield checkpoint
+        return
+    import pyarrow.fs
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(uri)
+    source = path if "://" in checkpoint else checkpoint
+    with tempfile.TemporaryDirectory(prefix="rlan-checkpoint-") as folder:
+        pyarrow.fs.copy_files(
+            source, folder, source_filesystem=filesystem, destination_filesystem=pyarrow.fs.LocalFileSystem()
+        )
+        yield folder
 
 
 def log_plot_folder(logger: RunLogger, checkpoint_dir: str | None) -> None:

@@ -175,6 +175,7 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
         base.training.nan_batches_abort,
         settings.log_checkpoints,
         settings.echo,
+        settings.storage,
     )
     reporter = tune.CLIReporter(
         metric_columns={"epoch": "epoch", settings.metric: settings.metric, "train/loss": "loss"},

@@ -28,12 +28,13 @@ from mlflow.tracking import MlflowClient
 from ray.tune import Callback
 
 from orchestrator import plots
-from orchestrator.artifacts import log_plot_folder
-from orchestrator.tracking import RunLogger, TrackingRefused, TrackingUnavailable, with_retries
+from orchestrator.artifacts import local_checkpoint, log_plot_folder
+from orchestrator.tracking import RunLogger, TrackingError, TrackingRefused, TrackingUnavailable, with_retries
 from orchestrator.train_run import CHECKPOINT_RANK
 from orchestrator.trial_config import ARM_KEY, trial_config
 from rlan.config import RunConfig
 
+ARTIFACT_ERROR_TAG = "rlan.artifact_error"
 # Keys Tune adds to every result; they are bookkeeping, not diagnostics.
 TUNE_KEYS = {
     "training_iteration",
@@ -84,6 +85,7 @@ class MlflowSweepCallback(Callback):
         nan_batches_abort: int,
         log_checkpoints: bool = False,
         echo: bool = True,
+        storage: str = "",
     ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -94,6 +96,7 @@ class MlflowSweepCallback(Callback):
         self.nan_batches_abort = nan_batches_abort
         self.log_checkpoints = log_checkpoints
         self.echo = echo
+        self.storage = storage  # the sweep's storage root: the filesystem of cloud checkpoints
         self.refused = ""  # the refusal's line, once MLflow has refused a request
         self._loggers: dict[str, RunLogger] = {}
         self._last_step: dict[str, int] = {}
@@ -241,10 +244,19 @@ class MlflowSweepCallback(Callback):
             figure = plots.plot_learning_curves(history, None, f"trial {trial.trial_id}")
             logger.log_figure(figure, "plots/learning_curves.png")
         checkpoint = self._last_result.get(trial.trial_id, {}).get("checkpoint_path")
-        if checkpoint and "://" not in checkpoint:  # plots the worker rendered into its final checkpoint
-            log_plot_folder(logger, checkpoint)
-        if self.log_checkpoints and checkpoint:
-            logger.log_artifact(f"{checkpoint}/checkpoint.pt", "checkpoint")
+        if not checkpoint:
+            return
+        try:  # plots the worker rendered into its final checkpoint, and the checkpoint itself
+            with local_checkpoint(checkpoint, self.storage) as folder:
+                log_plot_folder(logger, folder)
+                if self.log_checkpoints:
+                    logger.log_artifact(f"{folder}/checkpoint.pt", "checkpoint")
+        except TrackingError:
+            raise  # an outage or a refusal: the hook's own handling
+        except Exception as exc:  # one artifact that cannot be read or uploaded never stops the sweep
+            line = f"{type(exc).__name__}: {' '.join(str(exc).split())}"[:500]
+            print(f"[rlan] trial {trial.trial_id}: checkpoint artifacts not logged: {line}", file=sys.stderr)
+            logger.set_tags({ARTIFACT_ERROR_TAG: line})
 
     def trial_line(self, trial, reason: str) -> str:
         result = self._last_result.get(trial.trial_id, {})

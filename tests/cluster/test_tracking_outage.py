@@ -13,7 +13,7 @@ from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from orchestrator import tracking
 from orchestrator.sweep import HealthStopper
-from orchestrator.sweep_tracking import MlflowSweepCallback
+from orchestrator.sweep_tracking import ARTIFACT_ERROR_TAG, MlflowSweepCallback
 from orchestrator.tracking import (
     GAP_TAG,
     RunLogger,
@@ -233,3 +233,21 @@ def test_the_health_stopper_ends_a_nan_trial_as_unhealthy_and_killed(store):
     experiment = client.get_experiment_by_name("outage-sweep").experiment_id
     (run,) = client.search_runs([experiment], "tags.`rlan.trial_id` = 't4'")
     assert run.data.tags["rlan.stop_reason"] == "unhealthy" and run.info.status == "KILLED"
+
+
+def test_a_checkpoint_artifact_that_cannot_be_logged_is_recorded_and_the_trial_still_ends(store, tmp_path):
+    callback = _callback(store)
+    callback.log_checkpoints = True
+    trial = SimpleNamespace(trial_id="t-art", config={})
+    callback.on_trial_start(0, [], trial)
+    missing = tmp_path / "gone" / "checkpoint_000001"  # deleted by retention, or never synced
+    callback.on_trial_result(
+        0, [], trial, {"epoch": 2.0, "score": 0.1, "train/loss": 1.0, "checkpoint_path": str(missing)}
+    )
+    callback.on_trial_complete(0, [], trial)  # would raise, and so abort the sweep, before
+    client = MlflowClient(store)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't-art'"
+    )
+    assert run.info.status == "FINISHED" and run.data.tags["rlan.stop_reason"] == "completed"
+    assert "checkpoint.pt" in run.data.tags[ARTIFACT_ERROR_TAG]

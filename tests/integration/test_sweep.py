@@ -117,49 +117,49 @@ def test_evaluation_every_other_epoch_still_drives_optuna_and_asha(local_ray, tm
     assert all("score" in r.metrics for r in summary["results"])  # every trial's last epoch was evaluated
 
 
-def test_checkpoint_retention_keeps_the_best_epoch_by_the_sweep_metric_and_the_latest(local_ray, tmp_path):
-    # Ranked by train/loss with mode max, the best epoch is the first (the loss falls), which keeping only
-    # the newest checkpoints (Ray's default order) deletes by the end of a 5-epoch trial.
+def test_swept_budgets_complete_at_their_own_epochs_and_retention_keeps_the_best_checkpoint(
+    local_ray, tmp_path
+):
+    # One sweep, two claims. (1) The base budget (4) is neither trial's: each trial stops at its own
+    # training.max_epochs, "completed", not an ASHA stop (ASHA's top rung is the largest swept budget).
+    # A grid, so that each budget is one trial (TPE may draw a value twice); a space takes the same path.
+    # (2) Ranked by train/loss with mode max, the best epoch of the 5-epoch trial is an early one (the loss
+    # falls), which keeping only the newest checkpoints (Ray's default order) deletes by epoch 5.
     from rlan.checkpoint import load_checkpoint
 
-    space = write_space(tmp_path, "training.learning_rate: {type: choice, values: [0.003]}\n")
+    space = write_space(tmp_path)  # only for the settings' file fields
     settings = sweep_settings(
         tmp_path,
-        "keep-best",
+        "budgets",
         space,
-        trials=1,
-        concurrency=1,
-        scheduler="fifo",
+        concurrency=2,
+        scheduler="asha",
+        grace_period=5,
         metric="train/loss",
         mode="max",
     )
-    summary = run_sweep(tiny("training.max_epochs=5"), space, settings)
-    rows = summary["results"][0].metrics_dataframe
-    losses = dict(zip(rows["epoch"].astype(int), rows["train/loss"], strict=True))
-    best = max(losses, key=losses.get)
-    assert best < 4  # the precondition: the newest two checkpoints alone would not hold the best epoch
-    folders = [f for f in Path(settings.sweep_dir, "train").glob("trial-*/checkpoint_*") if f.is_dir()]
-    kept = {int(load_checkpoint(folder)["epoch"]) for folder in folders}
-    assert best in kept and 5 in kept and len(kept) == 3, (kept, losses)  # the 2 best, and the latest
-
-
-def test_a_swept_budget_completes_each_trial_at_its_own_max_epochs(local_ray, tmp_path):
-    # The base budget (4) is neither trial's: each trial stops at its own training.max_epochs, which is
-    # "completed", not an ASHA stop; ASHA's top rung is the largest swept budget.
-    # A grid, so that each budget is one trial (TPE may draw a value twice); a space takes the same path.
-    space = write_space(tmp_path)  # only for the settings' file fields
-    settings = sweep_settings(
-        tmp_path, "budgets", space, trials=2, concurrency=2, scheduler="asha", grace_period=3
-    )
-    summary = run_sweep(tiny("training.max_epochs=4"), None, settings, grid={"training.max_epochs": [2, 3]})
-    assert summary["errors"] == 0 and summary["unfinished"] == 0
+    grid = {"training.max_epochs": [2, 5]}
+    summary = run_sweep(tiny("training.max_epochs=4"), None, settings, grid=grid)
+    assert summary["errors"] == 0 and summary["unfinished"] == 0 and summary["trials"] == 2
     _, parents, children = _children(settings.tracking_uri, "budgets")
     runs = {int(r.data.params["training.max_epochs"]): r for r in children}
-    assert sorted(runs) == [2, 3]
+    assert sorted(runs) == [2, 5]
     for budget, run in runs.items():
         assert run.data.tags["rlan.stop_reason"] == "completed" and run.info.status == "FINISHED"
         assert run.data.metrics["epoch"] == budget
     assert parents[0].info.status == "FINISHED"
+
+    (long,) = [r for r in summary["results"] if r.config["training.max_epochs"] == 5]
+    rows = long.metrics_dataframe
+    losses = dict(zip(rows["epoch"].astype(int), rows["train/loss"], strict=True))
+    best = max(losses, key=losses.get)
+    assert best < 4  # the precondition: the newest two checkpoints alone would not hold the best epoch
+    kept_by_trial = [
+        {int(load_checkpoint(f)["epoch"]) for f in trial.glob("checkpoint_*") if f.is_dir()}
+        for trial in Path(settings.sweep_dir, "train").glob("trial-*")
+    ]
+    (kept,) = [epochs for epochs in kept_by_trial if 5 in epochs]
+    assert best in kept and len(kept) == 3, (kept, losses)  # the 2 best, and the latest
 
 
 def test_a_failed_trial_is_counted_and_makes_the_sweep_exit_1(local_ray, tmp_path):

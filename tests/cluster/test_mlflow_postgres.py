@@ -249,7 +249,7 @@ def test_a_proxy_that_starts_refusing_stops_the_sweep_at_once_and_resume_finishe
 ):
     # A proxy in front of the server, as an auth gateway is; it refuses everything (401) from the first
     # epoch's metrics on, as when a token expires mid-sweep. An outage would be retried for 60 s per call.
-    epochs, name, refusing = 3, "refused-mid-way", []
+    epochs, name, refusing = 2, "refused-mid-way", []
     unauthorised = (401, "text/html", b"<html>session expired: log in again</html>")
 
     def gateway(request):

@@ -3,6 +3,7 @@ callback going on when MLflow stays down. Fast; the same paths against a real se
 
 from __future__ import annotations
 
+import os
 import time
 from types import SimpleNamespace
 
@@ -11,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-from orchestrator import tracking
+from orchestrator import mlflow_retries, tracking
 from orchestrator.sweep import HealthStopper
 from orchestrator.sweep_tracking import ARTIFACT_ERROR_TAG, MlflowSweepCallback
 from orchestrator.tracking import (
@@ -39,8 +40,10 @@ def no_waiting(monkeypatch):
     """Retries without real sleeps: the waits are recorded and the clock moves by them."""
     waits: list[float] = []
     clock = [time.monotonic()]
-    monkeypatch.setattr(tracking, "_sleep", lambda s: (waits.append(s), clock.__setitem__(0, clock[0] + s)))
-    monkeypatch.setattr(tracking, "_clock", lambda: clock[0])
+    monkeypatch.setattr(
+        mlflow_retries, "_sleep", lambda s: (waits.append(s), clock.__setitem__(0, clock[0] + s))
+    )
+    monkeypatch.setattr(mlflow_retries, "_clock", lambda: clock[0])
     return waits
 
 
@@ -75,8 +78,8 @@ def test_library_retries_are_shortened_unless_set(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
     tracking.configure_http_retries()
-    assert tracking.os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4"
-    assert tracking.os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"  # the user's value stays
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"  # the user's value stays
 
 
 def test_with_retries_waits_longer_each_time_within_its_budget(no_waiting):
@@ -121,7 +124,9 @@ def test_metrics_are_buffered_while_mlflow_is_down_and_flushed_in_order(store, m
         logger.set_tags({"k": "v"})
 
     outage.down = False
-    tracking._sleep(15.0)  # half the budget later, the next batch tries once and takes the backlog along
+    mlflow_retries._sleep(
+        15.0
+    )  # half the budget later, the next batch tries once and takes the backlog along
     logger.log_metrics({"loss": 4.0}, step=4)
     assert logger.buffered_steps == []
     logger.end()

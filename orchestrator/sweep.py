@@ -8,65 +8,37 @@ restarted or resumed trial continues from its own Train snapshot.
 
 from __future__ import annotations
 
-import json
 import math
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 import optuna
-from mlflow.tracking import MlflowClient
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from orchestrator.search_space import SearchSpace
+from orchestrator.sweep_parent import count_unfinished, earlier_parent, finish_parent, start_parent_run  # noqa: F401
+from orchestrator.sweep_settings import (  # noqa: F401  (re-exported: where sweeps were always imported from)
+    SWEEP_FILE,
+    SweepError,
+    SweepSettings,
+    read_sweep_file,
+    write_sweep_file,
+)
 from orchestrator.sweep_tracking import MlflowSweepCallback, is_unhealthy, refusal_in
-from orchestrator.tracking import RunLogger, TrackingError, TrackingRefused, run_tags, with_retries
+from orchestrator.tracking import RunLogger, TrackingRefused
 from orchestrator.train_run import build_torch_trainer
 from orchestrator.trial_config import trial_config
-from rlan.config import ConfigError, RunConfig
+from rlan.config import RunConfig
 
-SWEEP_FILE = "rlan_sweep.json"
 # The trial driver only waits on its Train run, so it must not hold CPU: at 0.01 CPU, two trials of one
 # 1-CPU worker each needed 2.02 of a 2-CPU machine's 2 and ran one at a time (the second driver idled).
 # Tune refuses an empty request, so it asks for one byte of `memory`, a resource every Ray node has.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
-
-
-class SweepError(ConfigError):
-    """A sweep that cannot start or resume (exists already, unknown name), phrased as one line."""
-
-
-@dataclass
-class SweepSettings:
-    name: str
-    storage: str
-    tracking_uri: str
-    experiment: str
-    metric: str = "score"
-    mode: str = "max"
-    trials: int = 8
-    concurrency: int = 2
-    scheduler: str = "asha"
-    grace_period: int | None = None  # ASHA's first rung in epochs; None = a quarter of max_epochs
-    workers_per_trial: int = 1
-    cpus_per_worker: float = 1.0
-    gpus_per_trial: float = 0.0
-    seed: int = 0
-    search_space_file: str = ""
-    search_space_text: str = ""
-    log_checkpoints: bool = False
-    max_failures: int = 1
-    parent_run_id: str = ""
-    echo: bool = True
-    knobs: list[str] = field(default_factory=list)
-
-    @property
-    def sweep_dir(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
 
 
 class HealthStopper(Stopper):
@@ -193,136 +165,6 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
     )
 
 
-def _write_sweep_file(settings: SweepSettings, base: RunConfig) -> None:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(
-        settings.sweep_dir if "://" in settings.sweep_dir else str(Path(settings.sweep_dir).resolve())
-    )
-    fs.create_dir(path, recursive=True)
-    with fs.open_output_stream(f"{path}/{SWEEP_FILE}") as out:
-        out.write(
-            json.dumps({"settings": asdict(settings), "base_config": base.to_dict()}, indent=1).encode()
-        )
-
-
-def read_sweep_file(sweep_dir: str) -> tuple[SweepSettings, RunConfig]:
-    import pyarrow.fs
-
-    fs, path = pyarrow.fs.FileSystem.from_uri(
-        sweep_dir if "://" in sweep_dir else str(Path(sweep_dir).resolve())
-    )
-    try:
-        with fs.open_input_stream(f"{path}/{SWEEP_FILE}") as stream:
-            saved = json.loads(stream.read())
-    except (FileNotFoundError, OSError):
-        raise SweepError(f"{sweep_dir}: not an rlan sweep (no {SWEEP_FILE})") from None
-    return SweepSettings(**saved["settings"]), RunConfig.model_validate(saved["base_config"])
-
-
-def earlier_parent(settings: SweepSettings) -> str | None:
-    """The parent run that an earlier attempt of this sweep left in MLflow when it failed before Tune saved
-    any state (run_sweep has checked there is none), so a rerun re-attaches instead of adding a second
-    parent that `rlan compare` would pick. Refuses a name MLflow already holds for another sweep."""
-    client = MlflowClient(settings.tracking_uri)
-    where = {"what": "search_runs", "tracking_uri": settings.tracking_uri}
-    experiment = with_retries(client.get_experiment_by_name, settings.experiment, **where)
-    if experiment is None:
-        return None
-    query = f"tags.`rlan.sweep` = '{settings.name}'"
-    runs = with_retries(client.search_runs, [experiment.experiment_id], query, max_results=1000, **where)
-    parents = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
-    trials = sum(r.data.tags.get("rlan.role") == "trial" for r in runs)
-    if not parents:
-        return None
-    parent = parents[0]
-    storage = parent.data.tags.get("rlan.storage", "?")
-    if len(parents) > 1 or storage != settings.sweep_dir or trials:
-        raise SweepError(
-            f"MLflow experiment '{settings.experiment}' already holds sweep '{settings.name}' (parent run "
-            f"{parent.info.run_id}, storage {storage}, {trials} trial runs), and {settings.sweep_dir} has no "
-            f"Tune state to resume it from; pick another --name"
-        )
-    return parent.info.run_id
-
-
-def start_parent_run(base: RunConfig, settings: SweepSettings) -> str:
-    tags = run_tags(
-        base,
-        {
-            "rlan.command": "sweep",
-            "rlan.sweep": settings.name,
-            "rlan.role": "sweep",
-            "rlan.metric": settings.metric,
-            "rlan.mode": settings.mode,
-            "rlan.search_space_file": settings.search_space_file,
-            "rlan.search_space": settings.search_space_text,
-            "rlan.storage": settings.sweep_dir,
-        },
-    )
-    existing = earlier_parent(settings)
-    parent = RunLogger(
-        settings.tracking_uri, settings.experiment, run_name=settings.name, tags=tags, run_id=existing
-    )
-    try:
-        parent.log_params(base.to_flat_dict())
-    except TrackingError as exc:  # only a re-attached parent can hold other values
-        raise SweepError(
-            f"sweep '{settings.name}': its parent run {existing} was started with another base config "
-            f"({exc}); pick another --name"
-        ) from None
-    if existing and settings.echo:
-        print(f"[rlan] sweep '{settings.name}': re-attached to its parent run {existing}", flush=True)
-    if settings.search_space_text:
-        parent.log_text(settings.search_space_text, "search_space.yaml")
-    parent.log_text(base.to_yaml(), "config/base_config.yaml")
-    return parent.run_id
-
-
-def count_unfinished(parent: RunLogger, settings: SweepSettings, results) -> int:
-    """Trials of the sweep not yet run to their end. After Ctrl-C Tune stops gracefully and returns as if
-    done: it marks the trials it stopped TERMINATED and never creates the rest. Our own record is exact:
-    every trial that ended has a child run that is no longer RUNNING."""
-    try:
-        query = f"tags.`rlan.sweep` = '{settings.name}' and tags.`rlan.role` = 'trial'"
-        children = parent.client.search_runs([parent.experiment_id], query, max_results=100000)
-        ended = sum(run.info.status != "RUNNING" for run in children)
-    except Exception:  # MLflow unreachable at the very end: Tune's count, blind to an interruption
-        ended = results.num_terminated + results.num_errors
-    return max(0, settings.trials - ended)
-
-
-def _finish(results, settings: SweepSettings) -> dict[str, Any]:
-    """Close the parent run; a summary with the ResultGrid under 'results'."""
-    parent = RunLogger(settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id)
-    errors = len(results.errors)
-    finished = len(results) - errors
-    unfinished = count_unfinished(parent, settings, results)
-    parent.set_tags(
-        {
-            "rlan.trials": str(len(results)),
-            "rlan.trial_errors": str(errors),
-            "rlan.trials_unfinished": str(unfinished),
-        }
-    )
-    summary: dict[str, Any] = {
-        "trials": len(results),
-        "errors": errors,
-        "unfinished": unfinished,
-        "results": results,
-    }
-    try:
-        best = results.get_best_result(settings.metric, settings.mode)
-        value = best.metrics.get(settings.metric)
-        if isinstance(value, (int, float)) and math.isfinite(value):
-            parent.log_metrics({f"best/{settings.metric}": value}, step=0)
-            summary["best"] = {"metric": value, "knobs": best.config}
-    except RuntimeError:
-        pass  # no trial reported the metric
-    parent.end("KILLED" if unfinished else "FINISHED" if finished else "FAILED")  # resume re-opens it
-    return summary
-
-
 def _fit(tuner: tune.Tuner, settings: SweepSettings):
     """tuner.fit(); a sweep aborted because MLflow refused its requests ends in one line that says so."""
     try:
@@ -351,7 +193,7 @@ def run_sweep(
     if grid:
         settings.trials = math.prod(len(values) for values in grid.values())  # every grid point, once
     settings.parent_run_id = start_parent_run(base, settings)
-    _write_sweep_file(settings, base)
+    write_sweep_file(settings, base)
     allow_unevaluated_epochs(base)
     if grid:
         search = {"param_space": {k: tune.grid_search(v) for k, v in grid.items()}}
@@ -378,7 +220,7 @@ def run_sweep(
         run_config=make_run_config(base, settings),
         **search,
     )
-    return _finish(_fit(tuner, settings), settings)
+    return finish_parent(_fit(tuner, settings), settings)
 
 
 def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
@@ -393,7 +235,7 @@ def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
     tuner = tune.Tuner.restore(
         sweep_dir, make_trainable(base, settings), resume_unfinished=True, resume_errored=True
     )
-    return settings, _finish(_fit(tuner, settings), settings)
+    return settings, finish_parent(_fit(tuner, settings), settings)
 
 
 def locate_sweep(name_or_path: str, storage: str) -> str:

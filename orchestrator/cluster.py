@@ -110,7 +110,10 @@ def check_resources(
             announced = True
         time.sleep(min(2.0, max(0.0, deadline - time.monotonic())))
     need = f"{cpus_per_worker:g} CPU" + (f" and {gpus_per_worker:g} GPU" if gpus_per_worker else "")
-    have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in nodes) or "none"
+    largest_first = sorted(
+        nodes, key=lambda n: (-n.get("CPU", 0), -n.get("GPU", 0))
+    )  # ray.nodes() has no order
+    have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in largest_first) or "none"
     raise ClusterError(
         f"{what} needs {workers} worker(s) of {need} each, which the cluster's nodes ({have}) cannot hold; "
         "ask for less (--cpus-per-worker, --gpus-per-trial, --workers) or add nodes"

@@ -283,6 +283,9 @@ def test_a_sweep_retries_the_trial_whose_driver_node_died(cluster, tmp_path):
 
 
 def test_a_run_the_cluster_cannot_hold_is_refused_at_once_or_waits_for_a_node(cluster):
+    # The test before this one replaced a worker node: wait until the head and both workers are alive again.
+    alive = lambda: sorted(n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive"))  # noqa: E731
+    wait_for(lambda: alive() == [0, 1, 1], 90, "the head and two 1-CPU workers")
     # Ray would queue these forever: no node has 2 CPUs or a GPU, and 3 one-CPU workers need 3 nodes' worth.
     for workers, cpus, gpus, need in [
         (1, 2.0, 0.0, "2 CPU each"),
@@ -291,7 +294,7 @@ def test_a_run_the_cluster_cannot_hold_is_refused_at_once_or_waits_for_a_node(cl
     ]:
         with pytest.raises(ClusterError, match=need) as info:
             check_resources(workers, cpus, gpus)
-        assert "0 CPU/0 GPU, 1 CPU/0 GPU, 1 CPU/0 GPU" in str(info.value) and "\n" not in str(info.value)
+        assert "1 CPU/0 GPU, 1 CPU/0 GPU, 0 CPU/0 GPU" in str(info.value) and "\n" not in str(info.value)
     check_resources(2, 1.0, 0.0)  # what the cluster holds passes without waiting
     # With a wait, a node that joins meanwhile (as an autoscaler adds one) lets the run start.
     waiting = Background(lambda: check_resources(1, 2.0, 0.0, wait_s=120))

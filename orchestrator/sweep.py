@@ -178,11 +178,16 @@ def _fit(tuner: tune.Tuner, settings: SweepSettings):
 
 
 def run_sweep(
-    base: RunConfig, space: SearchSpace | None, settings: SweepSettings, grid: dict | None = None
+    base: RunConfig,
+    space: SearchSpace | None,
+    settings: SweepSettings,
+    grid: dict | None = None,
+    trainable=None,
 ) -> dict[str, Any]:
     """A new sweep: Optuna over `space`, or every combination of `grid` ({key: [values]}, e.g. an ablation).
 
-    The caller has started Ray and resolved storage and tracking.
+    The caller has started Ray and resolved storage and tracking. `trainable` replaces the Ray Train trial
+    (the scale benchmark's stand-in, bench/scale.py); everything else is the sweep's own.
     """
     if tune.Tuner.can_restore(settings.sweep_dir):
         raise SweepError(
@@ -215,7 +220,7 @@ def run_sweep(
             scheduler=make_scheduler(base, settings, largest_budget(base, space, grid)),
         )
     tuner = tune.Tuner(
-        make_trainable(base, settings),
+        trainable or make_trainable(base, settings),
         tune_config=tune_config,
         run_config=make_run_config(base, settings),
         **search,

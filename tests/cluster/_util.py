@@ -1,37 +1,13 @@
-"""Small helpers shared by the cluster tests: free ports, condition waits with a deadline, fit in a thread."""
+"""Small helpers shared by the cluster tests: free ports and condition waits (from bench/mlflow_postgres.py,
+which the scale benchmark shares), fit in a thread."""
 
 from __future__ import annotations
 
-import socket
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (127.0.0.1)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(
-    condition: Callable[[], Any], timeout_s: float, what: str, alive: Callable[[], bool] | None = None
-):
-    """Poll `condition` until it returns something truthy (returned); fail after timeout_s or once `alive` is False."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        if alive is not None and not alive():
-            value = condition()  # it may have happened just before the end
-            if value:
-                return value
-            raise AssertionError(f"stopped before {what}")
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+from bench.mlflow_postgres import free_port, wait_for  # noqa: F401  (re-exported for the tests)
 
 
 class Background(threading.Thread):

@@ -2,137 +2,41 @@
 server killed and restarted in the middle of a sweep costs no metric, and a proxy in front of it that starts
 refusing (401) stops the sweep at once, resumable.
 
-PostgreSQL refuses to run as root, so as root initdb and postgres run as the `postgres` user (runuser), with a
-data folder in a temporary folder owned by it. The tests skip only when the PostgreSQL binaries are absent.
+The servers come from bench/mlflow_postgres.py (shared with `python -m bench --scale`). The tests skip only when
+the PostgreSQL binaries are absent.
 """
 
 from __future__ import annotations
 
-import os
-import pwd
-import secrets
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import time
-import urllib.request
+from contextlib import ExitStack
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 from ray import tune
 
+from bench.mlflow_postgres import MlflowServer, PostgresUnavailable, throwaway_postgres
 from orchestrator.compare import compare_sweep
 from orchestrator.sweep import resume_sweep, run_sweep
 from orchestrator.tracking import GAP_TAG, RunLogger, TrackingRefused
-from tests.cluster._util import Background, free_port, wait_for
+from tests.cluster._util import Background, wait_for
 from tests.conftest import start_local_ray, sweep_settings, tiny, write_space
 from tests.http_endpoint import Endpoint, forward
 
 pytestmark = pytest.mark.slow
-PG_BIN = Path(os.environ.get("RLAN_PG_BIN", "/usr/lib/postgresql/15/bin"))
 MEASURED: dict[str, float] = {}
-
-
-# ------------------------------------------------------------------------------------------ PostgreSQL
-def _as_postgres() -> list[str]:
-    """The command prefix that runs a PostgreSQL server binary: as the `postgres` user when we are root."""
-    if os.geteuid() != 0:
-        return []
-    try:
-        pwd.getpwnam("postgres")
-    except KeyError:
-        pytest.skip("running as root and there is no `postgres` user to run PostgreSQL as")
-    return ["runuser", "-u", "postgres", "--"]
 
 
 @pytest.fixture(scope="module")
 def postgres():
-    """A throw-away PostgreSQL 15 on a free 127.0.0.1 port with database `mlflow`; yields its SQLAlchemy URI."""
-    if not (PG_BIN / "postgres").exists() or not (PG_BIN / "initdb").exists():
-        pytest.skip(f"PostgreSQL binaries not found in {PG_BIN} (set RLAN_PG_BIN to their folder)")
-    as_postgres = _as_postgres()
-    root = Path(tempfile.mkdtemp(prefix="rlan-pg-"))
-    password, port = secrets.token_hex(12), free_port()
-    (root / "pw").write_text(password + "\n")
-    if as_postgres:
-        shutil.chown(root, "postgres", "postgres")
-        shutil.chown(root / "pw", "postgres", "postgres")
-    run = lambda *cmd, **kw: subprocess.run(
-        [*as_postgres, *map(str, cmd)], check=True, capture_output=True, **kw
-    )
-    data = root / "data"
-    pg_ctl = [PG_BIN / "pg_ctl", "-D", data]
-    try:
-        run(
-            PG_BIN / "initdb",
-            "-D",
-            data,
-            "-U",
-            "rlan",
-            f"--pwfile={root / 'pw'}",
-            "-A",
-            "scram-sha-256",
-            "--no-sync",
-        )
-        options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off"
-        run(*pg_ctl, "-o", options, "-l", root / "server.log", "-w", "-t", "60", "start")
-        env = dict(os.environ, PGPASSWORD=password)
-        subprocess.run(
-            [PG_BIN / "createdb", "-h", "127.0.0.1", "-p", str(port), "-U", "rlan", "mlflow"],
-            check=True,
-            capture_output=True,
-            env=env,
-        )
-        yield f"postgresql://rlan:{password}@127.0.0.1:{port}/mlflow"
-    except subprocess.CalledProcessError as exc:
-        log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
-        raise AssertionError(f"{exc.cmd[len(as_postgres)]} failed: {exc.stderr.decode()}{log}") from None
-    finally:
-        subprocess.run([*as_postgres, *map(str, pg_ctl), "-m", "immediate", "stop"], capture_output=True)
-        shutil.rmtree(root, ignore_errors=True)
-
-
-# ------------------------------------------------------------------------------------------ MLflow server
-class MlflowServer:
-    """`mlflow server` on PostgreSQL, on a fixed port so that it can be killed and started again at one URI."""
-
-    def __init__(self, backend: str, artifacts: Path, log: Path):
-        self.backend, self.artifacts, self.log = backend, artifacts, log
-        self.port = free_port()
-        self.uri = f"http://127.0.0.1:{self.port}"
-        self.process: subprocess.Popen | None = None
-
-    def start(self, timeout_s: float = 120) -> float:
-        """Start it and wait for /health; returns the seconds that took."""
-        started = time.monotonic()
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING")}
-        env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] = "false"  # no job runner processes beside the server
-        command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", self.backend]
-        command += ["--host", "127.0.0.1", "--port", str(self.port), "--workers", "1"]
-        command += ["--artifacts-destination", str(self.artifacts)]
-        with open(self.log, "a") as log:  # the child keeps its own descriptor
-            self.process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
-            )
-        wait_for(self.healthy, timeout_s, f"MLflow at {self.uri}/health", lambda: self.process.poll() is None)
-        return time.monotonic() - started
-
-    def healthy(self) -> bool:
+    """A throw-away PostgreSQL 15 (bench/mlflow_postgres.py); yields its SQLAlchemy URI."""
+    with ExitStack() as stack:
         try:
-            with urllib.request.urlopen(f"{self.uri}/health", timeout=2) as response:
-                return response.status == 200
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        """SIGKILL to the server and its uvicorn worker (its own process group), as a crash would."""
-        if self.process is not None and self.process.poll() is None:
-            os.killpg(self.process.pid, signal.SIGKILL)
-            self.process.wait()
-        self.process = None
+            uri = stack.enter_context(throwaway_postgres())
+        except PostgresUnavailable as exc:
+            pytest.skip(str(exc))
+        yield uri
 
 
 @pytest.fixture(scope="module")

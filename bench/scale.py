@@ -227,11 +227,11 @@ def trial_record(uri: str) -> dict:
     """What MLflow holds of the sweep: child runs by stop reason, epochs logged, and when each ended."""
     from mlflow import MlflowClient
 
-    from orchestrator.compare import _search
+    from orchestrator.tracking import search_all_runs
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("rlan-scale")
-    children = _search(client, [experiment.experiment_id], "tags.`rlan.role` = 'trial'")
+    children = search_all_runs(client, [experiment.experiment_id], "tags.`rlan.role` = 'trial'")
     return {
         "children": len(children),
         "stop_reasons": dict(Counter(r.data.tags.get("rlan.stop_reason", "none") for r in children)),

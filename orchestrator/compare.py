@@ -29,7 +29,7 @@ from orchestrator.compare_report import (
     write_report,
 )
 from orchestrator.search_space import SearchSpaceError, parse_search_space
-from orchestrator.tracking import PARENT_TAG, sanitize_key
+from orchestrator.tracking import PARENT_TAG, sanitize_key, search_all_runs
 from rlan.config import ConfigError
 from rlan.diagnostics import SCORE_DEFINITION
 
@@ -122,7 +122,7 @@ def compare_sweep(
     ids = _experiment_ids(client, tracking_uri, experiment)
     where = tracking_uri + (f" (experiment '{experiment}')" if experiment else "")
     filter_string = f"tags.`rlan.sweep` = {_quoted(name)} and tags.`rlan.role` = 'sweep'"
-    parents = _search(client, ids, filter_string, ["attributes.start_time DESC"])
+    parents = search_all_runs(client, ids, filter_string, ["attributes.start_time DESC"])
     if not parents:
         raise CompareError(f"no sweep named '{name}' in {where}")
     parent, tags, notes = parents[0], parents[0].data.tags, []
@@ -142,7 +142,7 @@ def compare_sweep(
         except SearchSpaceError as exc:  # a past sweep under an older schema: still worth comparing
             notes.append(f"search space not usable ({exc}); knobs are the params that vary")
     trial_filter = f"tags.`{PARENT_TAG}` = '{parent.info.run_id}' and tags.`rlan.role` = 'trial'"
-    children = _search(client, ids, trial_filter)
+    children = search_all_runs(client, ids, trial_filter)
     params = [run.data.params for run in children]
     knobs = list(space.knobs) if space else _varying(params)
     trials = [_trial(run, knobs, metric) for run in children]
@@ -176,20 +176,6 @@ def _experiment_ids(client: MlflowClient, uri: str, experiment: str | None) -> l
         token = page.token
         if not token:
             return ids
-
-
-def _search(
-    client: MlflowClient, ids: list[str], filter_string: str, order_by: list[str] | None = None
-) -> list[Run]:
-    runs: list[Run] = []
-    token = None
-    while ids:
-        page = client.search_runs(ids, filter_string, max_results=1000, order_by=order_by, page_token=token)
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
-    return runs
 
 
 def _quoted(value: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sweep_settings import SweepError, SweepSettings
-from orchestrator.tracking import RunLogger, TrackingError, run_tags, with_retries
+from orchestrator.tracking import RunLogger, TrackingError, run_tags, search_all_runs, with_retries
 from rlan.config import RunConfig
 
 
@@ -78,7 +78,7 @@ def count_unfinished(parent: RunLogger, settings: SweepSettings, results) -> int
     every trial that ended has a child run that is no longer RUNNING."""
     try:
         query = f"tags.`rlan.sweep` = '{settings.name}' and tags.`rlan.role` = 'trial'"
-        children = parent.client.search_runs([parent.experiment_id], query, max_results=100000)
+        children = search_all_runs(parent.client, [parent.experiment_id], query)
         ended = sum(run.info.status != "RUNNING" for run in children)
     except Exception:  # MLflow unreachable at the very end: Tune's count, blind to an interruption
         ended = results.num_terminated + results.num_errors

@@ -43,7 +43,7 @@ from typing import Any, TypeVar
 
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param, Run, RunTag
 from mlflow.exceptions import MlflowException
 
 from orchestrator import mlflow_retries
@@ -113,6 +113,30 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
 
 
 # ------------------------------------------------------------------------------------------ keys
+def search_all_runs(
+    client: MlflowClient, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None
+) -> list[Run]:
+    """Every run matching the filter, page by page: one search answers at most 50,000 runs (MLflow refuses a
+    larger max_results) and a server pages them 1,000 at a time."""
+    runs: list[Run] = []
+    token = None
+    while experiment_ids:
+        page = with_retries(
+            client.search_runs,
+            experiment_ids,
+            filter_string,
+            max_results=1000,
+            order_by=order_by,
+            page_token=token,
+            what="search_runs",
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            break
+    return runs
+
+
 def sanitize_key(key: str) -> str:
     """The MLflow name of a metric or param key (the rule is in the module docstring)."""
     text = re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(key).replace("@", "_at_"))

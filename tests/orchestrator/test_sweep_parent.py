@@ -50,3 +50,20 @@ def test_another_base_config_under_the_same_name_is_refused(tmp_path):
     start_parent_run(tiny(), settings)
     with pytest.raises(SweepError, match="another base config.*training.learning_rate"):
         start_parent_run(tiny("training.learning_rate=0.0123"), settings)
+
+
+def test_unfinished_trials_are_counted_from_the_child_runs_not_from_tune(tmp_path):
+    """After Ctrl-C Tune reports a trial it stopped as terminated; the child run that is still RUNNING says
+    otherwise. (The count once asked MLflow for 100,000 runs at once, was refused, and fell back to Tune's.)"""
+    from types import SimpleNamespace
+
+    from orchestrator.sweep import count_unfinished
+
+    settings = sweep_settings(tmp_path, "stopped", write_space(tmp_path), trials=3)
+    parent = RunLogger(settings.tracking_uri, settings.experiment, run_id=start_parent_run(tiny(), settings))
+    tags = {"rlan.sweep": "stopped", "rlan.role": "trial"}
+    children = [RunLogger(settings.tracking_uri, settings.experiment, tags=tags) for _ in range(3)]
+    children[0].end("FINISHED")
+    children[1].end("KILLED")
+    tune_says = SimpleNamespace(num_terminated=3, num_errors=0)  # Tune's view after the interruption
+    assert count_unfinished(parent, settings, tune_says) == 1

@@ -7,6 +7,7 @@
     python -m bench --gpu-only       # the CUDA rows alone
     python -m bench --compile        # also torch.compile of the solver step vs eager (minutes to compile)
     python -m bench --variants       # also each CPU optimisation turned off in turn (leave-one-out)
+    python -m bench --scale          # also the sweep machinery at 1,000 stand-in trials (bench/scale.py)
 
 Prints a table and writes bench/results.json (see docs/performance.md for the method).
 """
@@ -44,6 +45,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--gpu-only", action="store_true", help="only the CUDA rows (no CPU rows, no data)")
     p.add_argument("--compile", action="store_true", help="torch.compile'd solver step vs eager, bucketed")
     p.add_argument("--variants", action="store_true", help="each CPU optimisation turned off in turn")
+    p.add_argument("--scale", action="store_true", help="(e) 1,000 stand-in trials on MLflow+PostgreSQL")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per shape before giving up")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default bench/results.json)")
     args = p.parse_args(argv)
@@ -104,6 +106,12 @@ def main(argv: list[str] | None = None) -> dict:
         from bench import orchestration
 
         results["orchestration"] = orchestration.measure(repeats=1 if args.quick else 3)
+    if args.scale:
+        from bench import scale
+
+        results["scale"] = run_child("bench.scale", [], "scale", max(args.timeout, 7200))
+        if "error" not in results["scale"]:
+            print("\n".join(scale.table(results["scale"])), flush=True)
     if args.gpu or args.gpu_only:
         from bench import gpu
 

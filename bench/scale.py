@@ -244,7 +244,10 @@ def trial_record(uri: str) -> dict:
 def timed_compare(uri: str, work: Path) -> dict:
     """`rlan compare scale` as a user runs it: the table, then the report with plots (--out)."""
     rlan = str(Path(sys.executable).with_name("rlan"))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+    }
     walls = {}
     for label, extra in (("table", []), ("report", ["--out", str(work / "compare")])):
         started = time.monotonic()
@@ -318,8 +321,7 @@ def table(result: dict) -> list[str]:
         f"max {max(saves) * 1000:.0f} ms, last {saves[-1] * 1000:.0f} ms; state {result['state_bytes'] / 2**20:.1f} MiB)",
         f"  rlan compare (table)             {result['compare_s']['table']:8.1f} s",
         f"  rlan compare --out (report)      {result['compare_s']['report']:8.1f} s",
-        "  requests by endpoint: "
-        + ", ".join(f"{k} {n}" for k, n in list(req["by_endpoint"].items())[:8]),
+        "  requests by endpoint: " + ", ".join(f"{k} {n}" for k, n in list(req["by_endpoint"].items())[:8]),
     ]
     rows += [f"  {k}: {v}" for k, v in result["compare_s"].items() if k.endswith("_error")]
     return rows

@@ -112,7 +112,6 @@ def get_or_create_experiment(client: MlflowClient, name: str, artifact_location:
     return experiment.experiment_id
 
 
-# ------------------------------------------------------------------------------------------ keys
 def search_all_runs(
     client: MlflowClient, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None
 ) -> list[Run]:
@@ -137,6 +136,7 @@ def search_all_runs(
     return runs
 
 
+# ------------------------------------------------------------------------------------------ keys
 def sanitize_key(key: str) -> str:
     """The MLflow name of a metric or param key (the rule is in the module docstring)."""
     text = re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(key).replace("@", "_at_"))

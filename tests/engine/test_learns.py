@@ -21,6 +21,8 @@ def write_recolour_task(folder, seed: int = 0) -> None:
 
 
 def test_a_tiny_model_learns_a_trivial_task_to_full_exact_match(tmp_path):
+    # The eight D4 views are what let 5 demos generalise to the 2 unseen pairs: without them 2 of 4
+    # data seeds memorised and stayed at 0.5 held-out; with them 12 of 12 seeds reach 1.0 by epoch 24.
     write_recolour_task(tmp_path)
     folder = "source=folder", f"path={tmp_path}"
     config = load_config(
@@ -32,12 +34,12 @@ def test_a_tiny_model_learns_a_trivial_task_to_full_exact_match(tmp_path):
             "model.max_clues=2",
             "model.num_solver_steps=2",
             "model.dropout=0.0",
-            "training.max_epochs=20",
+            "training.max_epochs=24",
             "training.batch_size=5",
             "training.learning_rate=0.005",
             "data.samples_per_task=10",
             "data.color_permutation_prob=0.0",
-            "data.dihedral_augment=false",
+            "data.dihedral_augment=true",
             "evaluation.tta=false",
             "logging.progress=false",
         ],

@@ -12,6 +12,12 @@ returns; the trial trains on. An epoch that never reached this callback (its tri
 registered the epoch's checkpoint but before Tune received the report), or whose result arrived while the
 child run could not be opened, is recorded in the child's `rlan.metrics_gap` tag.
 
+Writes per trial are coalesced (the 1,000-trial benchmark, docs/performance.md, found the driver spending most
+of its time in one request per epoch): a trial's first epoch and any epoch arriving `flush_every_s` after its
+last write go out at once; epochs in between wait at most that long (Tune's step end flushes them) and leave in
+one request. Trial ends and the experiment's end flush everything first. A driver that dies loses at most that
+window of metrics, which the resumed trial's gap tag then names.
+
 A refusal is not an outage: when MLflow (or a proxy in front of it) answers 401, 403 or a login page, the
 callback says so once and raises, which aborts Tune's loop as a driver crash would: no trial is marked
 finished, so `rlan resume` continues every one of them once the credentials are fixed (a Stopper would
@@ -22,6 +28,8 @@ from __future__ import annotations
 
 import math
 import sys
+import time
+from types import SimpleNamespace
 from typing import Any
 
 from mlflow.tracking import MlflowClient
@@ -86,6 +94,7 @@ class MlflowSweepCallback(Callback):
         log_checkpoints: bool = False,
         echo: bool = True,
         storage: str = "",
+        flush_every_s: float = 1.0,
     ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -97,14 +106,22 @@ class MlflowSweepCallback(Callback):
         self.log_checkpoints = log_checkpoints
         self.echo = echo
         self.storage = storage  # the sweep's storage root: the filesystem of cloud checkpoints
+        self.flush_every_s = flush_every_s
         self.refused = ""  # the refusal's line, once MLflow has refused a request
+        self._experiment_id = ""  # the parent's, read once
         self._loggers: dict[str, RunLogger] = {}
         self._last_step: dict[str, int] = {}
         self._last_result: dict[str, dict] = {}
+        self._unsent: dict[str, list[tuple[int, dict]]] = {}  # epochs queued for the next coalesced write
+        self._sent_at: dict[str, float] = {}
+        # Learning-curve points of trials whose child run this process created (so holds every epoch): the
+        # end-of-trial plot needs no MLflow reads. Re-attached runs read their history back instead.
+        self._curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_loggers"] = {}  # live MLflow handles are re-opened after a restore
+        state["_sent_at"] = {}  # monotonic times of this process
         return state
 
     # -------------------------------------------------------------------------------- trial runs
@@ -119,8 +136,10 @@ class MlflowSweepCallback(Callback):
         if ARM_KEY in trial.config:
             tags["rlan.arm"] = trial.config[ARM_KEY]
         client = MlflowClient(self.tracking_uri)
-        experiment_id = with_retries(client.get_run, self.parent_run_id, what="get_run").info.experiment_id
-        existing = find_run(client, experiment_id, tags)
+        if not self._experiment_id:
+            parent = with_retries(client.get_run, self.parent_run_id, what="get_run")
+            self._experiment_id = parent.info.experiment_id
+        existing = find_run(client, self._experiment_id, tags)
         logger = RunLogger(
             self.tracking_uri,
             self.experiment_name,
@@ -128,13 +147,48 @@ class MlflowSweepCallback(Callback):
             tags=tags,
             parent_run_id=self.parent_run_id,
             run_id=existing,
+            experiment_id=self._experiment_id,
         )
         if existing is None:
             logger.log_params(self._trial_config(trial).to_flat_dict())
-        last = logger.last_logged_step("epoch")
-        self._last_step[trial.trial_id] = max(self._last_step.get(trial.trial_id, 0), last or 0)
+            self._curves.setdefault(trial.trial_id, {})
+        else:  # a resumed trial: MLflow knows which epochs it already has
+            last = logger.last_logged_step("epoch") or 0
+            self._last_step[trial.trial_id] = max(self._last_step.get(trial.trial_id, 0), last)
+            self._curves.pop(trial.trial_id, None)
         self._loggers[trial.trial_id] = logger
         return logger
+
+    def _curve_keys(self) -> list[str]:
+        keys = ["train/loss", "train/task_loss", self.metric, "eval/exact_match", "heldout/exact_match"]
+        return list(dict.fromkeys(keys))
+
+    def _send(self, trial_id: str) -> None:
+        """Write the trial's queued epochs in one request (RunLogger buffers them through an outage)."""
+        rows = self._unsent.pop(trial_id, [])
+        self._sent_at[trial_id] = time.monotonic()
+        logger = self._loggers.get(trial_id)
+        if rows and logger is not None:
+            logger.log_steps(rows)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if self.refused:
+            return
+        now = time.monotonic()
+        for trial_id in [t for t in self._unsent if now - self._sent_at.get(t, 0.0) >= self.flush_every_s]:
+            try:
+                self._send(trial_id)
+            except TrackingRefused as exc:
+                return self._refuse(SimpleNamespace(trial_id=trial_id), exc)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        for trial_id in list(self._unsent) if not self.refused else []:
+            try:
+                self._send(trial_id)
+            except TrackingUnavailable as exc:
+                self._unavailable(SimpleNamespace(trial_id=trial_id), "last epochs", exc)
+            except TrackingRefused:
+                return
 
     def _unavailable(self, trial, what: str, exc: TrackingUnavailable) -> None:
         """MLflow stayed down for the whole retry budget: say so for this hook, and let the sweep go on."""
@@ -182,11 +236,18 @@ class MlflowSweepCallback(Callback):
             return
         if epoch > last + 1:
             logger.note_gap(range(last + 1, epoch))  # reports that never reached Tune, or were not logged
-        try:
-            logger.log_metrics(metrics, step=epoch)  # buffered by RunLogger while MLflow is down
-        except TrackingRefused as exc:
-            return self._refuse(trial, exc)
+        self._unsent.setdefault(trial.trial_id, []).append((epoch, metrics))
         self._last_step[trial.trial_id] = epoch
+        curves = self._curves.get(trial.trial_id)
+        if curves is not None:
+            for key in self._curve_keys():
+                if isinstance(metrics.get(key), (int, float)):
+                    curves.setdefault(key, []).append((epoch, float(metrics[key])))
+        if time.monotonic() - self._sent_at.get(trial.trial_id, -math.inf) >= self.flush_every_s:
+            try:
+                self._send(trial.trial_id)
+            except TrackingRefused as exc:
+                return self._refuse(trial, exc)
 
     def _stop_reason(self, trial) -> str:
         result = self._last_result.get(trial.trial_id, {})
@@ -204,6 +265,7 @@ class MlflowSweepCallback(Callback):
             if self.refused:
                 raise TrackingRefused(self.refused)
             logger = self._logger(trial)
+            self._send(trial.trial_id)
             logger.set_tags({"rlan.stop_reason": reason})
             self._finish_artifacts(trial, logger)
             logger.end("FINISHED" if reason == "completed" else "KILLED")
@@ -212,7 +274,7 @@ class MlflowSweepCallback(Callback):
         except TrackingRefused as exc:
             if not self.refused:
                 self._refuse(trial, exc)
-        self._loggers.pop(trial.trial_id, None)
+        self._forget(trial.trial_id)
         if self.echo:
             print(self.trial_line(trial, reason), flush=True)
 
@@ -222,6 +284,7 @@ class MlflowSweepCallback(Callback):
             if self.refused:
                 raise TrackingRefused(self.refused)
             logger = self._logger(trial)
+            self._send(trial.trial_id)
             logger.set_tags(
                 {"rlan.stop_reason": "error", "rlan.error": str(error).strip().splitlines()[-1][:500]}
             )
@@ -231,14 +294,20 @@ class MlflowSweepCallback(Callback):
         except TrackingRefused as exc:
             if not self.refused:
                 self._refuse(trial, exc)
-        self._loggers.pop(trial.trial_id, None)
+        self._forget(trial.trial_id)
         if self.echo:
             print(self.trial_line(trial, "error"), flush=True)
 
+    def _forget(self, trial_id: str) -> None:
+        """Drop the ended trial's handles (and, as with its RunLogger's buffer, epochs MLflow never took)."""
+        for table in (self._loggers, self._sent_at, self._curves, self._unsent):
+            table.pop(trial_id, None)
+
     def _finish_artifacts(self, trial, logger: RunLogger) -> None:
         logger.log_text(self._trial_config(trial).to_yaml(), "config/resolved_config.yaml")
-        keys = ["train/loss", "train/task_loss", self.metric, "eval/exact_match", "heldout/exact_match"]
-        history = {k: logger.metric_history(k) for k in dict.fromkeys(keys)}
+        history = self._curves.get(trial.trial_id)
+        if history is None:
+            history = {k: logger.metric_history(k) for k in self._curve_keys()}
         history = {k: v for k, v in history.items() if v}
         if history:
             figure = plots.plot_learning_curves(history, None, f"trial {trial.trial_id}")

@@ -164,6 +164,7 @@ class RunLogger:
         tags: dict[str, Any] | None = None,
         parent_run_id: str | None = None,
         run_id: str | None = None,
+        experiment_id: str | None = None,
     ) -> None:
         self.tracking_uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
@@ -176,7 +177,7 @@ class RunLogger:
             all_tags[PARENT_TAG] = parent_run_id
         if run_id is None:
             root = default_artifact_root(self.tracking_uri)
-            self.experiment_id = self._retry(
+            self.experiment_id = experiment_id or self._retry(
                 get_or_create_experiment, self.client, experiment_name, root, what="experiment"
             )
             run = self._retry(
@@ -235,9 +236,14 @@ class RunLogger:
         NaN and inf are kept: a diverging run should show it (a SQLite store reads inf back as +-1.8e308).
         While MLflow is unreachable the batch is buffered and this returns (module docstring).
         """
+        self.log_steps([(step, metrics)])
+
+    def log_steps(self, rows: Iterable[tuple[int, dict[str, Any]]]) -> None:
+        """log_metrics for several steps at once: one request per METRICS_PER_BATCH values, not per step."""
         now = int(time.time() * 1000)
         batch = [
             Metric(sanitize_key(key), number, now, int(step))
+            for step, metrics in rows
             for key, value in metrics.items()
             if (number := _as_float(value)) is not None
         ]

@@ -223,6 +223,42 @@ def test_the_sweep_callback_goes_on_when_mlflow_stays_down(store, monkeypatch, c
     ] == [2]
 
 
+def test_the_sweep_callback_writes_a_trials_epochs_together_and_plots_them_without_reading_back(
+    store, monkeypatch
+):
+    callback = _callback(store)
+    callback.flush_every_s = 3600.0
+    trial = SimpleNamespace(trial_id="t-together", config={})
+    metric_requests, real = [], MlflowClient.log_batch
+
+    def log_batch(self, run_id, metrics=(), **kwargs):
+        metric_requests.extend([len(metrics)] if metrics else [])
+        return real(self, run_id, metrics=metrics, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
+    callback.on_trial_start(0, [], trial)
+    for epoch in range(1, 7):
+        callback.on_trial_result(
+            0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
+        )
+    run_id = callback._loggers["t-together"].run_id
+    client = MlflowClient(store)
+    steps = lambda: [m.step for m in client.get_metric_history(run_id, "score")]  # noqa: E731
+    callback.on_step_end(0, [])
+    assert steps() == [1]  # the first epoch at once; the others wait for the window
+    callback.flush_every_s = 0.0
+    callback.on_step_end(0, [])
+    assert steps() == [1, 2, 3, 4, 5, 6] and len(metric_requests) == 2  # five epochs, one request
+
+    def no_reads(*args, **kwargs):
+        raise AssertionError("the curves of a run this callback created are drawn from what it saw")
+
+    monkeypatch.setattr(RunLogger, "metric_history", no_reads)
+    callback.on_trial_complete(0, [], trial)
+    artifacts = [a.path for a in client.list_artifacts(run_id, "plots")]
+    assert "plots/learning_curves.png" in artifacts and client.get_run(run_id).info.status == "FINISHED"
+
+
 # ------------------------------------------------------------------------------------------ NaN batches
 def test_the_health_stopper_ends_a_nan_trial_as_unhealthy_and_killed(store):
     stopper = HealthStopper(nan_batches_abort=3)

@@ -27,6 +27,7 @@ mark them terminated). `refusal_in` finds the refusal in what Tune raises.
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 from types import SimpleNamespace
@@ -123,6 +124,11 @@ class MlflowSweepCallback(Callback):
         state["_loggers"] = {}  # live MLflow handles are re-opened after a restore
         state["_sent_at"] = {}  # monotonic times of this process
         return state
+
+    def setup(self, **info) -> None:
+        # MLflow prints two "View run" lines, after one more get_run request, for every run ended on an HTTP
+        # server: a thousand-trial sweep's output would be mostly links. The sweep prints its own trial lines.
+        os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
     # -------------------------------------------------------------------------------- trial runs
     def _trial_config(self, trial) -> RunConfig:

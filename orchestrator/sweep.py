@@ -16,6 +16,7 @@ from typing import Any
 
 import optuna
 from ray import tune
+from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
@@ -157,7 +158,8 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
     return tune.RunConfig(
         name=settings.name,
         storage_path=settings.storage,
-        callbacks=[callback],
+        # Tune's CSV and JSON results stay (ResultGrid reads them); its TensorBoard files go (_fit says why).
+        callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
         stop=HealthStopper(base.training.nan_batches_abort),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
         progress_reporter=reporter,
@@ -167,6 +169,9 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
 
 def _fit(tuner: tune.Tuner, settings: SweepSettings):
     """tuner.fit(); a sweep aborted because MLflow refused its requests ends in one line that says so."""
+    # MLflow is this project's viewer; Tune's TensorBoard writer took a tenth of the driver's loop at scale
+    # (docs/performance.md (e)). The variable stops Tune adding its default loggers; run_config passes two back.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     try:
         return tuner.fit()
     except Exception as exc:

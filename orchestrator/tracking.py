@@ -328,7 +328,7 @@ class RunLogger:
         folder, _, name = artifact_file.rpartition("/")
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / name
-            fig.savefig(local, format="png", dpi=100, bbox_inches="tight")
+            fig.savefig(local, format="png", dpi=100)  # our figures are laid out tight already
             self.log_artifact(local, folder or None)
         if close:
             import matplotlib.pyplot as plt  # only here: tracking itself draws nothing

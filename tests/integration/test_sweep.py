@@ -65,6 +65,8 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
         assert "plots/learning_curves.png" in artifacts
         tables = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
         assert {"results/heldout_queries.json", "results/eval_queries.json"} <= tables
+        files = {path.name.split(".out.")[0] for path in Path(result.path).iterdir()}
+        assert {"progress.csv", "result.json"} <= files and "events" not in files  # no TensorBoard writer
     assert baseline_seen  # the base config (lr 5e-4 is its value clipped into the space) is a trial
     # Two trials ran at once on 2 CPUs (their drivers hold no CPU): the second reported before the first
     # had finished. With 0.01 CPU per driver the second waited for the first's worker CPU.

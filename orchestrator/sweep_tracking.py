@@ -12,16 +12,17 @@ returns; the trial trains on. An epoch that never reached this callback (its tri
 registered the epoch's checkpoint but before Tune received the report), or whose result arrived while the
 child run could not be opened, is recorded in the child's `rlan.metrics_gap` tag.
 
-Writes per trial are coalesced (the 1,000-trial benchmark, docs/performance.md, found the driver spending most
-of its time in one request per epoch): a trial's first epoch and any epoch arriving `flush_every_s` after its
-last write go out at once; epochs in between wait at most that long (Tune's step end flushes them) and leave in
-one request. Trial ends and the experiment's end flush everything first. A driver that dies loses at most that
-window of metrics, which the resumed trial's gap tag then names.
+Every MLflow call runs on one writer thread (orchestrator/serial_writer.py), in the order Tune's hooks
+submitted them: the scale benchmark (docs/performance.md (e)) found Tune's loop spending most of its time
+waiting for MLflow in this callback. Epochs are coalesced per trial: its first at once, then at most one
+request per `flush_every_s`, and all that waits once the writer is idle; a trial's end sends them first. The
+experiment's end waits for every write. A driver that dies loses what was still queued; the resumed trial's
+gap tag names those epochs.
 
 A refusal is not an outage: when MLflow (or a proxy in front of it) answers 401, 403 or a login page, the
-callback says so once and raises, which aborts Tune's loop as a driver crash would: no trial is marked
-finished, so `rlan resume` continues every one of them once the credentials are fixed (a Stopper would
-mark them terminated). `refusal_in` finds the refusal in what Tune raises.
+writer says so once and makes no more calls, and the next hook raises it, which aborts Tune's loop as a
+driver crash would: no running trial is marked finished, so `rlan resume` continues every one of them once the
+credentials are fixed (a Stopper would mark them terminated). `refusal_in` finds the refusal in what Tune raises.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from ray.tune import Callback
 
 from orchestrator import plots
 from orchestrator.artifacts import local_checkpoint, log_plot_folder
+from orchestrator.serial_writer import SerialWriter
 from orchestrator.tracking import RunLogger, TrackingError, TrackingRefused, TrackingUnavailable, with_retries
 from orchestrator.train_run import CHECKPOINT_RANK
 from orchestrator.trial_config import ARM_KEY, trial_config
@@ -71,6 +73,11 @@ def is_unhealthy(result: dict, nan_batches_abort: int) -> bool:
     loss = result.get("train/loss")
     too_many = result.get("nan_batches", 0) >= nan_batches_abort or result.get("epoch_aborted", 0) > 0
     return bool(too_many or (loss is not None and not math.isfinite(loss)))
+
+
+def _snapshot(trial) -> SimpleNamespace:
+    """What the writer thread needs of a Tune trial, copied on Tune's loop (which goes on changing the trial)."""
+    return SimpleNamespace(trial_id=trial.trial_id, config=dict(trial.config))
 
 
 def find_run(client: MlflowClient, experiment_id: str, tags: dict[str, str]) -> str | None:
@@ -118,11 +125,15 @@ class MlflowSweepCallback(Callback):
         # Learning-curve points of trials whose child run this process created (so holds every epoch): the
         # end-of-trial plot needs no MLflow reads. Re-attached runs read their history back instead.
         self._curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self._writer: SerialWriter | None = None
+        self._refusal: TrackingRefused | None = None  # met by the writer, raised on Tune's loop
+        self._refusal_raised = False
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
         state["_loggers"] = {}  # live MLflow handles are re-opened after a restore
         state["_sent_at"] = {}  # monotonic times of this process
+        state["_writer"] = None  # a thread; started again on the first write
         return state
 
     def setup(self, **info) -> None:
@@ -169,46 +180,93 @@ class MlflowSweepCallback(Callback):
         keys = ["train/loss", "train/task_loss", self.metric, "eval/exact_match", "heldout/exact_match"]
         return list(dict.fromkeys(keys))
 
-    def _send(self, trial_id: str) -> None:
-        """Write the trial's queued epochs in one request (RunLogger buffers them through an outage)."""
-        rows = self._unsent.pop(trial_id, [])
-        self._sent_at[trial_id] = time.monotonic()
-        logger = self._loggers.get(trial_id)
-        if rows and logger is not None:
-            logger.log_steps(rows)
+    # ------------------------------------------------------------------ Tune's loop (the driver's main thread)
+    def _submit(self, call, *args) -> None:
+        if self._writer is None:
+            self._writer = SerialWriter(self._send_due, self.flush_every_s)
+        self._writer.submit(call, *args)
+
+    def _raise_refusal(self) -> None:
+        """Abort Tune's loop, once, after the writer met a refusal: raised here, since only an exception out
+        of a hook stops Tune."""
+        if self._refusal is not None and not self._refusal_raised:
+            self._refusal_raised = True
+            raise self._refusal
+
+    def wait_idle(self) -> None:
+        """Return once every write submitted so far is done (tests, and the end of the experiment)."""
+        if self._writer is not None:
+            self._writer.wait_idle()
+
+    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+        self._raise_refusal()
+        self._submit(self._open, _snapshot(trial))
+
+    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
+        self._last_result[trial.trial_id] = result
+        self._raise_refusal()
+        self._submit(self._record, _snapshot(trial), result)
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
-        if self.refused:
-            return
-        now = time.monotonic()
-        for trial_id in [t for t in self._unsent if now - self._sent_at.get(t, 0.0) >= self.flush_every_s]:
-            try:
-                self._send(trial_id)
-            except TrackingRefused as exc:
-                return self._refuse(SimpleNamespace(trial_id=trial_id), exc)
+        self._raise_refusal()
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        reason = self._stop_reason(trial)
+        checkpoint = self._result(trial).get("checkpoint_path")
+        self._submit(self._finish, _snapshot(trial), reason, checkpoint)
+        if self.echo:
+            print(self.trial_line(trial, reason), flush=True)
+        self._raise_refusal()
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        error = getattr(trial, "error_message", None) or "trial failed (see the Ray trial log)"
+        self._submit(self._fail, _snapshot(trial), str(error))
+        if self.echo:
+            print(self.trial_line(trial, "error"), flush=True)
+        self._raise_refusal()
 
     def on_experiment_end(self, trials: list, **info) -> None:
-        for trial_id in list(self._unsent) if not self.refused else []:
-            try:
-                self._send(trial_id)
-            except TrackingUnavailable as exc:
-                self._unavailable(SimpleNamespace(trial_id=trial_id), "last epochs", exc)
-            except TrackingRefused:
-                return
+        if self._writer is not None:
+            self._writer.close()  # every queued write, before `run_sweep` reads the children back
+            self._writer = None
+        self._raise_refusal()
 
+    def _result(self, trial) -> dict:
+        """The trial's last result: Tune's own; for a trial that ends right after a resume with no new report
+        (its last epoch was checkpointed before the sweep stopped), its latest checkpoint's; else the last
+        this callback saw."""
+        last = getattr(trial, "last_result", None) or {}
+        saved = getattr(getattr(trial, "latest_checkpoint_result", None), "metrics", None) or {}
+        for result in (last, saved, self._last_result.get(trial.trial_id, {})):
+            if "epoch" in result:
+                return result
+        return last
+
+    def _stop_reason(self, trial) -> str:
+        result = self._result(trial)
+        if is_unhealthy(result, self.nan_batches_abort):
+            return "unhealthy"
+        return "completed" if int(result.get("epoch", 0)) >= self._budget(trial) else "asha"
+
+    def _budget(self, trial) -> int:
+        """The trial's own training.max_epochs: a search space may sweep it."""
+        return self._trial_config(trial).training.max_epochs
+
+    # ------------------------------------------------------------------ the writer thread (all MLflow calls)
     def _unavailable(self, trial, what: str, exc: TrackingUnavailable) -> None:
-        """MLflow stayed down for the whole retry budget: say so for this hook, and let the sweep go on."""
+        """MLflow stayed down for the whole retry budget: say so for this write, and let the sweep go on."""
         print(
             f"[rlan] trial {trial.trial_id}: {what} not written to MLflow: {exc}", file=sys.stderr, flush=True
         )
 
     def _refuse(self, trial, exc: TrackingRefused) -> None:
-        """Stop calling MLflow and abort the sweep: no wait makes a missing credential appear."""
-        self.refused = str(exc)
-        print(f"[rlan] trial {trial.trial_id}: {exc}; stopping the sweep", file=sys.stderr, flush=True)
-        raise exc
+        """Stop calling MLflow, and have Tune's loop abort the sweep: no wait makes a missing credential appear."""
+        if not self.refused:
+            self.refused = str(exc)
+            print(f"[rlan] trial {trial.trial_id}: {exc}; stopping the sweep", file=sys.stderr, flush=True)
+            self._refusal = exc
 
-    def on_trial_start(self, iteration: int, trials: list, trial, **info) -> None:
+    def _open(self, trial) -> None:
         if self.refused:
             return
         try:
@@ -218,8 +276,7 @@ class MlflowSweepCallback(Callback):
         except TrackingRefused as exc:
             self._refuse(trial, exc)
 
-    def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info) -> None:
-        self._last_result[trial.trial_id] = result
+    def _record(self, trial, result: dict) -> None:
         epoch = int(result.get("epoch", 0))
         if self.refused or epoch <= self._last_step.get(trial.trial_id, 0):
             return  # MLflow refused us, or an epoch re-reported after a restart: already in MLflow
@@ -230,11 +287,8 @@ class MlflowSweepCallback(Callback):
         }
         try:
             logger = self._logger(trial)  # a new logger reads the last logged epoch back from MLflow
-        except TrackingUnavailable as exc:
-            self._unavailable(
-                trial, f"epoch {epoch}", exc
-            )  # a gap, noted by the next epoch that gets through
-            return
+        except TrackingUnavailable as exc:  # a gap, noted by the next epoch that gets through
+            return self._unavailable(trial, f"epoch {epoch}", exc)
         except TrackingRefused as exc:
             return self._refuse(trial, exc)
         last = self._last_step.get(trial.trial_id, 0)
@@ -249,67 +303,63 @@ class MlflowSweepCallback(Callback):
             for key in self._curve_keys():
                 if isinstance(metrics.get(key), (int, float)):
                     curves.setdefault(key, []).append((epoch, float(metrics[key])))
-        if time.monotonic() - self._sent_at.get(trial.trial_id, -math.inf) >= self.flush_every_s:
-            try:
-                self._send(trial.trial_id)
-            except TrackingRefused as exc:
-                return self._refuse(trial, exc)
 
-    def _stop_reason(self, trial) -> str:
-        result = self._last_result.get(trial.trial_id, {})
-        if is_unhealthy(result, self.nan_batches_abort):
-            return "unhealthy"
-        return "completed" if int(result.get("epoch", 0)) >= self._budget(trial) else "asha"
+    def _send_due(self, idle: bool) -> None:
+        """Each trial's queued epochs in one request: its first epoch at once, then at most one request per
+        flush_every_s, and everything once the writer is idle (RunLogger buffers them through an outage)."""
+        now = time.monotonic()
+        for trial_id in list(self._unsent):
+            if idle or now - self._sent_at.get(trial_id, -math.inf) >= self.flush_every_s:
+                self._send(trial_id)
 
-    def _budget(self, trial) -> int:
-        """The trial's own training.max_epochs: a search space may sweep it."""
-        return self._trial_config(trial).training.max_epochs
+    def _send(self, trial_id: str) -> None:
+        rows = self._unsent.pop(trial_id, [])
+        self._sent_at[trial_id] = time.monotonic()
+        logger = self._loggers.get(trial_id)
+        if self.refused or not rows or logger is None:
+            return
+        try:
+            logger.log_steps(rows)
+        except TrackingRefused as exc:
+            self._refuse(SimpleNamespace(trial_id=trial_id), exc)
 
-    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
-        reason = self._stop_reason(trial)
+    def _finish(self, trial, reason: str, checkpoint: str | None) -> None:
         try:
             if self.refused:
-                raise TrackingRefused(self.refused)
+                return
             logger = self._logger(trial)
             self._send(trial.trial_id)
             logger.set_tags({"rlan.stop_reason": reason})
-            self._finish_artifacts(trial, logger)
+            self._finish_artifacts(trial, logger, checkpoint)
             logger.end("FINISHED" if reason == "completed" else "KILLED")
         except TrackingUnavailable as exc:
             self._unavailable(trial, f"the end of the run ({reason})", exc)
         except TrackingRefused as exc:
-            if not self.refused:
-                self._refuse(trial, exc)
-        self._forget(trial.trial_id)
-        if self.echo:
-            print(self.trial_line(trial, reason), flush=True)
+            self._refuse(trial, exc)
+        finally:
+            self._forget(trial.trial_id)
 
-    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
-        error = getattr(trial, "error_message", None) or "trial failed (see the Ray trial log)"
+    def _fail(self, trial, error: str) -> None:
         try:
             if self.refused:
-                raise TrackingRefused(self.refused)
+                return
             logger = self._logger(trial)
             self._send(trial.trial_id)
-            logger.set_tags(
-                {"rlan.stop_reason": "error", "rlan.error": str(error).strip().splitlines()[-1][:500]}
-            )
+            logger.set_tags({"rlan.stop_reason": "error", "rlan.error": error.strip().splitlines()[-1][:500]})
             logger.end("FAILED")
         except TrackingUnavailable as exc:
             self._unavailable(trial, "the end of the run (error)", exc)
         except TrackingRefused as exc:
-            if not self.refused:
-                self._refuse(trial, exc)
-        self._forget(trial.trial_id)
-        if self.echo:
-            print(self.trial_line(trial, "error"), flush=True)
+            self._refuse(trial, exc)
+        finally:
+            self._forget(trial.trial_id)
 
     def _forget(self, trial_id: str) -> None:
         """Drop the ended trial's handles (and, as with its RunLogger's buffer, epochs MLflow never took)."""
         for table in (self._loggers, self._sent_at, self._curves, self._unsent):
             table.pop(trial_id, None)
 
-    def _finish_artifacts(self, trial, logger: RunLogger) -> None:
+    def _finish_artifacts(self, trial, logger: RunLogger, checkpoint: str | None) -> None:
         logger.log_text(self._trial_config(trial).to_yaml(), "config/resolved_config.yaml")
         history = self._curves.get(trial.trial_id)
         if history is None:
@@ -318,7 +368,6 @@ class MlflowSweepCallback(Callback):
         if history:
             figure = plots.plot_learning_curves(history, None, f"trial {trial.trial_id}")
             logger.log_figure(figure, "plots/learning_curves.png")
-        checkpoint = self._last_result.get(trial.trial_id, {}).get("checkpoint_path")
         if not checkpoint:
             return
         try:  # plots the worker rendered into its final checkpoint, and the checkpoint itself
@@ -334,7 +383,7 @@ class MlflowSweepCallback(Callback):
             logger.set_tags({ARTIFACT_ERROR_TAG: line})
 
     def trial_line(self, trial, reason: str) -> str:
-        result = self._last_result.get(trial.trial_id, {})
+        result = self._result(trial)
         value = result.get(self.metric)
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
         knobs = ", ".join(

@@ -113,8 +113,16 @@ def worker_trainer(loop_config: dict[str, Any]) -> Trainer:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Runs on every worker; reports once per epoch on every rank."""
-    worker_trainer(loop_config).fit()
+    """Runs on every worker; reports once per epoch on every rank.
+
+    A run resumed after its last epoch was checkpointed (a sweep stopped between that checkpoint and Tune
+    or MLflow taking the epoch's report) reports that epoch again, so that the trial ends "completed" with
+    its score rather than with no result; the MLflow callbacks skip an epoch they already logged."""
+    trainer = worker_trainer(loop_config)
+    if trainer.epoch >= trainer.config.training.max_epochs and trainer.last_metrics:
+        trainer.reporter.report(trainer.epoch - 1, trainer.last_metrics, None)
+    else:
+        trainer.fit()
 
 
 def build_torch_trainer(

@@ -141,6 +141,7 @@ class Trainer:
         self.amp = self.device.type == "cuda" and t.mixed_precision in ("auto", "bf16")
         self.amp = self.amp or t.mixed_precision == "bf16"
         self.history: list[dict[str, float]] = []
+        self.last_metrics: dict[str, float] = {}  # the latest epoch's, kept in checkpoints
 
     # ----------------------------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:
@@ -150,6 +151,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "epoch": self.epoch,
             "samples_seen": self.samples_seen,
+            "last_metrics": self.last_metrics,
             "rng": rng_state(),
             "config": self.config.to_dict(),
         }
@@ -166,6 +168,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch = int(state["epoch"])
         self.samples_seen = float(state.get("samples_seen", 0.0))
+        self.last_metrics = dict(state.get("last_metrics", {}))
         restore_rng(state["rng"])
 
     def resume(self, checkpoint_dir: str | Path) -> None:
@@ -203,6 +206,7 @@ class Trainer:
             metrics["wall_s"] = time.perf_counter() - start  # training and evaluation, this process
             self.epoch = epoch + 1
             self.history.append(metrics)
+            self.last_metrics = metrics
             directory = self._write_checkpoint()
             self.reporter.report(epoch, metrics, directory)
             if directory and self.checkpoint_root is None:

@@ -4,6 +4,7 @@ callback going on when MLflow stays down. Fast; the same paths against a real se
 from __future__ import annotations
 
 import os
+import threading
 import time
 from types import SimpleNamespace
 
@@ -189,6 +190,7 @@ def test_an_epoch_that_never_reached_tune_is_reported_as_a_gap(store):
             0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
         )
     callback.on_trial_complete(0, [], trial)
+    callback.wait_idle()  # the writes run on the callback's writer thread
     client = MlflowClient(store)
     (run,) = client.search_runs(
         [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't1'"
@@ -209,11 +211,13 @@ def test_the_sweep_callback_goes_on_when_mlflow_stays_down(store, monkeypatch, c
     callback.on_trial_result(0, [], trial, {"epoch": 1.0, "score": 0.1})
     callback.on_trial_complete(0, [], trial)
     callback.on_trial_error(0, [], SimpleNamespace(trial_id="t3", config={}, error_message="boom"))
+    callback.wait_idle()
     warnings = capsys.readouterr().err
     assert warnings.count("not written to MLflow: MLflow unavailable") == 4
     monkeypatch.undo()
     callback.on_trial_result(0, [], trial, {"epoch": 2.0, "score": 0.2})  # MLflow back: epoch 1 is the gap
     callback.on_trial_complete(0, [], trial)
+    callback.wait_idle()
     client = MlflowClient(store)
     (run,) = client.search_runs(
         [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't2'"
@@ -223,16 +227,17 @@ def test_the_sweep_callback_goes_on_when_mlflow_stays_down(store, monkeypatch, c
     ] == [2]
 
 
-def test_the_sweep_callback_writes_a_trials_epochs_together_and_plots_them_without_reading_back(
+def test_the_sweep_callback_writes_a_trials_epochs_together_off_tunes_loop_and_plots_without_reading_back(
     store, monkeypatch
 ):
     callback = _callback(store)
-    callback.flush_every_s = 3600.0
+    callback.flush_every_s = 3600.0  # nothing is idle for that long in this test
     trial = SimpleNamespace(trial_id="t-together", config={})
-    metric_requests, real = [], MlflowClient.log_batch
+    metric_requests, threads, real = [], set(), MlflowClient.log_batch
 
     def log_batch(self, run_id, metrics=(), **kwargs):
         metric_requests.extend([len(metrics)] if metrics else [])
+        threads.add(threading.current_thread().name)
         return real(self, run_id, metrics=metrics, **kwargs)
 
     monkeypatch.setattr(MlflowClient, "log_batch", log_batch)
@@ -241,20 +246,20 @@ def test_the_sweep_callback_writes_a_trials_epochs_together_and_plots_them_witho
         callback.on_trial_result(
             0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
         )
+    callback.wait_idle()
     run_id = callback._loggers["t-together"].run_id
     client = MlflowClient(store)
     steps = lambda: [m.step for m in client.get_metric_history(run_id, "score")]  # noqa: E731
-    callback.on_step_end(0, [])
     assert steps() == [1]  # the first epoch at once; the others wait for the window
-    callback.flush_every_s = 0.0
-    callback.on_step_end(0, [])
-    assert steps() == [1, 2, 3, 4, 5, 6] and len(metric_requests) == 2  # five epochs, one request
+    assert threads == {"rlan-mlflow-writer"}  # not Tune's loop
 
     def no_reads(*args, **kwargs):
         raise AssertionError("the curves of a run this callback created are drawn from what it saw")
 
     monkeypatch.setattr(RunLogger, "metric_history", no_reads)
     callback.on_trial_complete(0, [], trial)
+    callback.on_experiment_end([])
+    assert steps() == [1, 2, 3, 4, 5, 6] and len(metric_requests) == 2  # epoch 1, then epochs 2-6
     artifacts = [a.path for a in client.list_artifacts(run_id, "plots")]
     assert "plots/learning_curves.png" in artifacts and client.get_run(run_id).info.status == "FINISHED"
 
@@ -270,6 +275,7 @@ def test_the_health_stopper_ends_a_nan_trial_as_unhealthy_and_killed(store):
     trial = SimpleNamespace(trial_id="t4", config={})
     callback.on_trial_result(0, [], trial, {"epoch": 1.0, "train/loss": float("inf"), "nan_batches": 3.0})
     callback.on_trial_complete(0, [], trial)
+    callback.wait_idle()
     client = MlflowClient(store)
     experiment = client.get_experiment_by_name("outage-sweep").experiment_id
     (run,) = client.search_runs([experiment], "tags.`rlan.trial_id` = 't4'")
@@ -286,6 +292,7 @@ def test_a_checkpoint_artifact_that_cannot_be_logged_is_recorded_and_the_trial_s
         0, [], trial, {"epoch": 2.0, "score": 0.1, "train/loss": 1.0, "checkpoint_path": str(missing)}
     )
     callback.on_trial_complete(0, [], trial)  # would raise, and so abort the sweep, before
+    callback.wait_idle()
     client = MlflowClient(store)
     (run,) = client.search_runs(
         [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't-art'"

@@ -126,6 +126,7 @@ def test_resume_continues_exactly(tmp_path):
     resumed = Trainer(config)
     resumed.resume(tmp_path)
     assert resumed.epoch == 1
+    assert resumed.last_metrics == first.history[-1]  # what a run resumed after its last epoch reports again
     resumed.fit()
     for a, b in zip(straight.core.parameters(), resumed.core.parameters()):
         assert torch.allclose(a, b, atol=1e-6)

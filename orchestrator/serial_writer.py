@@ -23,10 +23,16 @@ class SerialWriter:
     the queue has been empty for `tick_every_s`. A call that raises is reported on stderr and the thread goes
     on (callers handle the errors they expect inside the call)."""
 
-    def __init__(self, tick: Callable[[bool], None], tick_every_s: float = 1.0, max_queued: int = 1000):
+    def __init__(
+        self,
+        tick: Callable[[bool], None],
+        tick_every_s: float = 1.0,
+        max_queued: int = 1000,
+        name: str = "rlan-mlflow-writer",
+    ):
         self._tick, self._tick_every_s = tick, tick_every_s
         self._queue: queue.Queue = queue.Queue(maxsize=max_queued)
-        self._thread = threading.Thread(target=self._run, name="rlan-mlflow-writer", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, call: Callable[..., Any], *args: Any) -> None:

@@ -233,6 +233,7 @@ class MlflowSweepCallback(Callback):
         self._submit(self._finish, _snapshot(trial), reason, checkpoint)
         if self.echo:
             print(self.trial_line(trial, reason), flush=True)
+        self._last_result.pop(trial.trial_id, None)  # a thousand-trial sweep need not keep them all
         self._raise_refusal()
 
     def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
@@ -240,6 +241,7 @@ class MlflowSweepCallback(Callback):
         self._submit(self._fail, _snapshot(trial), str(error))
         if self.echo:
             print(self.trial_line(trial, "error"), flush=True)
+        self._last_result.pop(trial.trial_id, None)
         self._raise_refusal()
 
     def on_experiment_end(self, trials: list, **info) -> None:

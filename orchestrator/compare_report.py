@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from rlan.config import RunConfig, all_keys, apply_flat
 
 if TYPE_CHECKING:
-    from orchestrator.compare import SweepComparison, Trial
+    from orchestrator.comparison import SweepComparison, Trial
 
 MIN_IMPORTANCE_TRIALS = 3
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 import torch.distributed as dist
@@ -17,8 +18,26 @@ from rlan.model import run_on_batch
 from rlan.model.output import ModelStages, RLANOutput
 from rlan.schedule import meta_at, stages_at
 
-if TYPE_CHECKING:
-    from rlan.engine import Trainer
+
+class Trainer(Protocol):
+    """What one epoch of steps reads of rlan.engine.Trainer: declared here, so this module needs no import
+    of the engine (which imports it)."""
+
+    config: RunConfig
+    model: torch.nn.Module  # the wrapped model (DDP on several ranks)
+    core: torch.nn.Module  # the RLAN itself
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loader: Any
+    device: torch.device
+    amp: bool
+    progress: bool
+    rank: int
+    loss_fn: Callable[..., dict[str, torch.Tensor]]
+    meta: MetaLosses
+    hooks: Any
+
+    def batches(self) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass

@@ -181,6 +181,6 @@ def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write fig as PNG (folders created) and close it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, format="png", dpi=100, bbox_inches="tight")
+    fig.savefig(path, format="png", dpi=100)  # our figures are laid out tight already
     plt.close(fig)
     return path

@@ -12,10 +12,10 @@ returns; the trial trains on. An epoch that never reached this callback (its tri
 registered the epoch's checkpoint but before Tune received the report), or whose result arrived while the
 child run could not be opened, is recorded in the child's `rlan.metrics_gap` tag.
 
-Every MLflow call runs on one writer thread (orchestrator/serial_writer.py), in the order Tune's hooks
-submitted them: the scale benchmark (docs/performance.md (e)) found Tune's loop spending most of its time
+Every MLflow call runs on writer threads (orchestrator/serial_writer.py), each trial's on one thread in the
+order Tune's hooks submitted them: the scale benchmark (docs/performance.md (e)) found Tune's loop spending most of its time
 waiting for MLflow in this callback. Epochs are coalesced per trial: its first at once, then at most one
-request per `flush_every_s`, and all that waits once the writer is idle; a trial's end sends them first. The
+request per `flush_every_s`, and all that waits once its writer is idle; a trial's end sends them first. The
 experiment's end waits for every write. A driver that dies loses what was still queued; the resumed trial's
 gap tag names those epochs.
 
@@ -82,7 +82,6 @@ class MlflowSweepCallback(TrialRuns, Callback):
         self.echo = echo
         self.storage = storage  # the sweep's storage root: the filesystem of cloud checkpoints
         self.flush_every_s = flush_every_s
-        self.refused = ""  # the refusal's line, once MLflow has refused a request
         self._experiment_id = ""  # the parent's, read once
         self._loggers: dict[str, RunLogger] = {}
         self._last_step: dict[str, int] = {}
@@ -115,8 +114,7 @@ class MlflowSweepCallback(TrialRuns, Callback):
 
     def _submit(self, call, trial, *args) -> None:
         """Queue `call(trial, *args)` on the trial's writer: one trial's writes keep their order, and
-        different trials' run side by side (the server answers each in tens of ms; one thread waited 97% of a
-        sweep)."""
+        different trials' run side by side (a single writer was busy 97% of the scale benchmark's sweep)."""
         if not self._writers:
             self._writers = [
                 SerialWriter(
@@ -152,7 +150,7 @@ class MlflowSweepCallback(TrialRuns, Callback):
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
         reason = self._stop_reason(trial)
-        checkpoint = self._result(trial).get("checkpoint_path")
+        checkpoint = self._last_result.get(trial.trial_id, {}).get("checkpoint_path")
         self._submit(self._finish, _snapshot(trial), reason, checkpoint)
         if self.echo:
             print(self.trial_line(trial, reason), flush=True)
@@ -173,19 +171,8 @@ class MlflowSweepCallback(TrialRuns, Callback):
         self._writers = []
         self._raise_refusal()
 
-    def _result(self, trial) -> dict:
-        """The trial's last result: Tune's own; for a trial that ends right after a resume with no new report
-        (its last epoch was checkpointed before the sweep stopped), its latest checkpoint's; else the last
-        this callback saw."""
-        last = getattr(trial, "last_result", None) or {}
-        saved = getattr(getattr(trial, "latest_checkpoint_result", None), "metrics", None) or {}
-        for result in (last, saved, self._last_result.get(trial.trial_id, {})):
-            if "epoch" in result:
-                return result
-        return last
-
     def _stop_reason(self, trial) -> str:
-        result = self._result(trial)
+        result = self._last_result.get(trial.trial_id, {})
         if is_unhealthy(result, self.nan_batches_abort):
             return "unhealthy"
         return "completed" if int(result.get("epoch", 0)) >= self._budget(trial) else "asha"
@@ -195,7 +182,7 @@ class MlflowSweepCallback(TrialRuns, Callback):
         return self._trial_config(trial).training.max_epochs
 
     def trial_line(self, trial, reason: str) -> str:
-        result = self._result(trial)
+        result = self._last_result.get(trial.trial_id, {})
         value = result.get(self.metric)
         shown = f"{value:.4g}" if isinstance(value, (int, float)) else "n/a"
         knobs = ", ".join(

@@ -107,13 +107,12 @@ class TrialRuns:
 
     def _refuse(self, trial, exc: TrackingRefused) -> None:
         """Stop calling MLflow, and have Tune's loop abort the sweep: no wait makes a missing credential appear."""
-        if not self.refused:
-            self.refused = str(exc)
+        if self._refusal is None:
             print(f"[rlan] trial {trial.trial_id}: {exc}; stopping the sweep", file=sys.stderr, flush=True)
             self._refusal = exc
 
     def _open(self, trial) -> None:
-        if self.refused:
+        if self._refusal is not None:
             return
         try:
             self._logger(trial)
@@ -124,7 +123,7 @@ class TrialRuns:
 
     def _record(self, trial, result: dict) -> None:
         epoch = int(result.get("epoch", 0))
-        if self.refused or epoch <= self._last_step.get(trial.trial_id, 0):
+        if self._refusal is not None or epoch <= self._last_step.get(trial.trial_id, 0):
             return  # MLflow refused us, or an epoch re-reported after a restart: already in MLflow
         metrics = {
             k: v
@@ -162,7 +161,7 @@ class TrialRuns:
         rows = self._unsent.pop(trial_id, [])
         self._sent_at[trial_id] = time.monotonic()
         logger = self._loggers.get(trial_id)
-        if self.refused or not rows or logger is None:
+        if self._refusal is not None or not rows or logger is None:
             return
         try:
             logger.log_steps(rows)
@@ -171,7 +170,7 @@ class TrialRuns:
 
     def _finish(self, trial, reason: str, checkpoint: str | None) -> None:
         try:
-            if self.refused:
+            if self._refusal is not None:
                 return
             logger = self._logger(trial)
             self._send(trial.trial_id)
@@ -187,7 +186,7 @@ class TrialRuns:
 
     def _fail(self, trial, error: str) -> None:
         try:
-            if self.refused:
+            if self._refusal is not None:
                 return
             logger = self._logger(trial)
             self._send(trial.trial_id)

@@ -12,28 +12,10 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-# name -> (MLflow metric, how its epoch series becomes one number per trial)
-DIAGNOSTICS: dict[str, tuple[str, str]] = {
-    "nan_batches": ("nan_batches", "sum"),
-    "logit_min": ("logits/min", "min"),
-    "logit_max": ("logits/max", "max"),
-    "meta_share_max": ("meta/share", "max"),
-    "cap_factor_min": ("meta/cap_factor", "min"),
-    "output_equiv_loss": ("meta/output_equiv_loss", "active_mean"),
-    "context_equiv_loss": ("meta/equiv_loss", "active_mean"),
-    "clues_mean": ("clues/mean", "last"),
-    "clues_std": ("clues/std", "last"),
-    "stop_saturated_share": ("stop/saturated_share", "last"),
-    "stop_abs_max": ("stop/max", "max"),
-    "entropy_ratio": ("entropy_ratio", "last"),
-    "tta_consensus": ("eval/tta_consensus", "last"),
-    "score": ("score", "last"),
-    "heldout_nll": ("heldout/nll", "last"),
-    "train_exact_match": ("train/exact_match", "last"),
-    "heldout_exact_match": ("heldout/exact_match", "last"),
-    "eval_exact_match": ("eval/exact_match", "last"),
-    "task_loss": ("train/task_loss", "last"),
-}
+from rlan.diagnostics import ABLATION_KEYS
+
+# column -> (MLflow metric, how its epoch series becomes one number per trial), from the catalogue
+DIAGNOSTICS: dict[str, tuple[str, str]] = ABLATION_KEYS
 
 
 def _logit_abs_max(row: dict[str, float]) -> float:

@@ -1,4 +1,6 @@
-"""End-of-run artifacts shared by `rlan debug`, `rlan train` and sweep trials: config, plots, checkpoint."""
+"""End-of-run artifacts of every run (`rlan debug`, `rlan train`, sweep trials): the plots and per-query tables a
+run renders into its final checkpoint folder, that folder fetched from cloud storage, and the diagnostics table.
+orchestrator/recorder.py logs them."""
 
 from __future__ import annotations
 
@@ -12,21 +14,10 @@ import torch
 
 from orchestrator import plots
 from orchestrator.tracking import RunLogger
-from rlan.config import RunConfig
+from rlan.diagnostics import SUMMARY_KEYS
 from rlan.evaluation import QueryResult
 from rlan.model import run_on_batch
 from rlan.schedule import stages_at
-
-CURVE_KEYS = [
-    "train/loss",
-    "train/task_loss",
-    "eval/exact_match",
-    "heldout/exact_match",
-    "train/exact_match",
-    "meta/share",
-    "clues/std",
-    "stop/saturated_share",
-]
 
 
 def prediction_rows(results: list[QueryResult], limit: int) -> list[dict]:
@@ -75,32 +66,6 @@ def attention_figure(model: torch.nn.Module, spec, stages, device) -> object | N
     h, w = sample.query_input.shape
     maps = out.attention_maps[0, :, :h, :w].float().cpu().numpy()
     return plots.plot_attention(sample.query_input, maps, out.centroids[0].float().cpu().numpy())
-
-
-def log_run_artifacts(
-    logger: RunLogger,
-    config: RunConfig,
-    history: list[dict[str, float]],
-    results: dict[str, list[QueryResult]],
-    checkpoint_dir: str | None,
-    attention_fig=None,
-) -> None:
-    logger.log_text(config.to_yaml(), "config/resolved_config.yaml")
-    series = {k: [(int(m["epoch"]), float(m[k])) for m in history if k in m] for k in CURVE_KEYS}
-    series = {k: v for k, v in series.items() if v}
-    if series:
-        logger.log_figure(
-            plots.plot_learning_curves(series, None, "learning curves"), "plots/learning_curves.png"
-        )
-    for name, found in results.items():
-        logger.log_text(json.dumps(query_records(found), indent=1), f"results/{name}_queries.json")
-        rows = prediction_rows(found, config.logging.num_plot_tasks)
-        if rows:
-            logger.log_figure(plots.plot_predictions(rows), f"plots/predictions_{name}.png")
-    if attention_fig is not None:
-        logger.log_figure(attention_fig, "plots/clue_attention.png")
-    if checkpoint_dir and Path(checkpoint_dir).is_dir():
-        logger.log_artifact(str(Path(checkpoint_dir) / "checkpoint.pt"), "checkpoint")
 
 
 def render_final_plots(trainer, directory: str | Path) -> list[Path]:
@@ -162,36 +127,9 @@ def log_plot_folder(logger: RunLogger, checkpoint_dir: str | None) -> None:
 
 def summary_table(metrics: dict[str, float]) -> str:
     """The seed's diagnostics as a two-column table for the terminal."""
-    keys = [
-        ("train/loss", "total loss"),
-        ("train/task_loss", "task loss"),
-        ("train/exact_match", "train exact match"),
-        ("heldout/exact_match", "held-out exact match"),
-        ("heldout/tta_exact_match", "held-out TTA exact match"),
-        ("eval/exact_match", "eval exact match"),
-        ("eval/tta_exact_match", "eval TTA exact match"),
-        ("eval/pixel_accuracy", "eval pixel accuracy"),
-        ("eval/tta_consensus", "eval TTA consensus"),
-        ("entropy_ratio", "entropy eval/train"),
-        ("nan_batches", "NaN batches"),
-        ("nan_streak_max", "longest NaN streak"),
-        ("logits/min", "output logit min"),
-        ("logits/max", "output logit max"),
-        ("stop/mean", "stop logit mean"),
-        ("stop/std", "stop logit std"),
-        ("stop/saturated_share", "saturated stop share"),
-        ("clues/mean", "clues used mean"),
-        ("clues/std", "clues used std"),
-        ("meta/share", "meta share of loss"),
-        ("meta/cap_factor", "cap factor"),
-        ("meta/output_equiv_loss", "output equivariance loss"),
-        ("meta/equiv_loss", "context equivariance loss"),
-        ("lora/delta_norm", "LoRA delta norm"),
-        ("samples_per_s", "samples/s"),
-    ]
-    width = max(len(label) for _, label in keys)
+    width = max(len(label) for _, label in SUMMARY_KEYS)
     lines = [f"{'diagnostic':<{width}}  value", f"{'-' * width}  ----------"]
-    for key, label in keys:
+    for key, label in SUMMARY_KEYS:
         if key in metrics and np.isfinite(metrics[key]):
             lines.append(f"{label:<{width}}  {metrics[key]:.4g}")
     return "\n".join(lines)

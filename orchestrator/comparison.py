@@ -11,19 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rlan.config import ConfigError
-from rlan.diagnostics import SCORE_DEFINITION
+from rlan.diagnostics import COMPARE_KEYS, SCORE_DEFINITION
 
 DEFAULT_METRIC, DEFAULT_MODE = "heldout/exact_match", "max"
-DIAGNOSTICS = (
-    "heldout/exact_match",
-    "heldout/nll",
-    "heldout/pixel_accuracy",
-    "eval/exact_match",
-    "train/loss",
-    "nan_batches",
-    "clues/std",
-    "meta/share",
-)
+DIAGNOSTICS = COMPARE_KEYS
 FORMATS = ("table", "csv", "json")
 
 

@@ -36,9 +36,10 @@ from typing import Any
 
 from ray.tune import Callback
 
+from orchestrator.recorder import RunRecorder
 from orchestrator.serial_writer import SerialWriter
-from orchestrator.tracking import RunLogger, TrackingRefused
-from orchestrator.trial_runs import ARTIFACT_ERROR_TAG, TrialRuns  # noqa: F401  (the tag is re-exported)
+from orchestrator.tracking import TrackingRefused
+from orchestrator.trial_runs import TrialRuns
 
 
 def is_unhealthy(result: dict, nan_batches_abort: int) -> bool:
@@ -83,14 +84,9 @@ class MlflowSweepCallback(TrialRuns, Callback):
         self.storage = storage  # the sweep's storage root: the filesystem of cloud checkpoints
         self.flush_every_s = flush_every_s
         self._experiment_id = ""  # the parent's, read once
-        self._loggers: dict[str, RunLogger] = {}
-        self._last_step: dict[str, int] = {}
+        self._runs: dict[str, RunRecorder] = {}  # each trial's child run, with its queued epochs
         self._last_result: dict[str, dict] = {}
-        self._unsent: dict[str, list[tuple[int, dict]]] = {}  # epochs queued for the next coalesced write
-        self._sent_at: dict[str, float] = {}
-        # Learning-curve points of trials whose child run this process created (so holds every epoch): the
-        # end-of-trial plot needs no MLflow reads. Re-attached runs read their history back instead.
-        self._curves: dict[str, dict[str, list[tuple[int, float]]]] = {}
+        self._sent_at: dict[str, float] = {}  # when each trial's epochs were last sent
         self.writer_threads = writer_threads
         self._writers: list[SerialWriter] = []
         self._refusal: TrackingRefused | None = None  # met by the writer, raised on Tune's loop
@@ -98,7 +94,7 @@ class MlflowSweepCallback(TrialRuns, Callback):
 
     def __getstate__(self) -> dict:
         state = self.__dict__.copy()
-        state["_loggers"] = {}  # live MLflow handles are re-opened after a restore
+        state["_runs"] = {}  # live MLflow handles are re-opened (re-attached) after a restore
         state["_sent_at"] = {}  # monotonic times of this process
         state["_writers"] = []  # threads; started again on the first write
         return state

@@ -29,15 +29,8 @@ from rlan.checkpoint import (
 )
 from rlan.config import RunConfig
 from rlan.data import ArcTrainingDataset, make_train_loader, move_batch, set_loader_epoch, training_tasks
-from rlan.diagnostics import (
-    MetricAccumulator,
-    ReduceFn,
-    dist_is_on,
-    dist_reduce,
-    finish_epoch,
-    no_reduce,
-    selection_score,
-)
+from rlan.diagnostics import selection_score
+from rlan.epoch_stats import MetricAccumulator, ReduceFn, dist_is_on, dist_reduce, finish_epoch, no_reduce
 from rlan.evaluation_sets import EvaluationSets
 from rlan.losses import RLANLoss
 from rlan.model import RLAN

@@ -7,7 +7,7 @@ import torch
 from rlan.config import RunConfig
 from rlan.data import Augmentation, evaluation_tasks, load_tasks, tta_views
 from rlan.data.dataset import QuerySpec, evaluation_queries
-from rlan.diagnostics import MetricAccumulator, dist_is_on, dist_reduce
+from rlan.epoch_stats import MetricAccumulator, dist_is_on, dist_reduce
 from rlan.evaluation import QueryResult, evaluate_queries, model_predictor
 from rlan.model.output import ModelStages
 

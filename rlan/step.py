@@ -11,7 +11,7 @@ import torch.distributed as dist
 from tqdm.auto import tqdm
 
 from rlan.config import RunConfig
-from rlan.diagnostics import MetricAccumulator, add_output_stats, add_train_accuracy
+from rlan.epoch_stats import MetricAccumulator, add_output_stats, add_train_accuracy
 from rlan.losses import MetaCap
 from rlan.losses.meta import AugmentationEquivarianceLoss, OutputEquivarianceLoss, loo_loss
 from rlan.model import run_on_batch

@@ -19,7 +19,7 @@ import torch
 
 from rlan.config import TrainingConfig
 from rlan.data.constants import PAD
-from rlan.losses.sparsity import SparsityRegularization, attention_entropy, batch_std
+from rlan.losses.sparsity import SparsityRegularization, attention_entropy
 from rlan.losses.task import FocalWeightedStablemaxLoss, WeightedStablemaxLoss
 from rlan.model.output import RLANOutput
 
@@ -69,19 +69,12 @@ class RLANLoss:
             + lora_reg
         )
         components = {k: v for k, v in sparsity.items() if k != "total"}
-        with torch.no_grad():
-            go = 1.0 - torch.sigmoid(output.stop_logits)
-            clues = go.sum(dim=1)
-            diagnostics = {
-                "clues_used_mean": clues.mean(),
-                "clues_used_std": batch_std(clues) if clues.shape[0] > 1 else clues.new_zeros(()),
-                "stop_logit_abs_max": output.stop_logits.abs().max(),
-            }
+        # Clue counts and stop-logit ranges are epoch statistics (clues/*, stop/*, rlan/epoch_stats.py), not
+        # loss terms: they are not returned here a second time under other names.
         return {
             "total": total,
             "task_loss": task_loss,
             "entropy_loss": entropy_loss,
             **components,
             "lora_reg_loss": lora_reg,
-            **diagnostics,
         }

@@ -29,12 +29,8 @@ from ray.train import UserCallback
 
 from orchestrator.cluster import ClusterError, check_resources
 from orchestrator.sweep import SweepSettings, run_sweep
-from orchestrator.train_run import (
-    MlflowTrainCallback,
-    build_torch_trainer,
-    default_train_name,
-    open_train_run,
-)
+from orchestrator.train_run import build_torch_trainer
+from orchestrator.train_tracking import MlflowTrainCallback, default_train_name, open_train_run
 from tests.cluster._util import Background, free_port, wait_for
 from tests.conftest import sweep_settings, tiny, write_space
 

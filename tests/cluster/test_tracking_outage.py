@@ -14,8 +14,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
 from orchestrator import mlflow_retries, tracking
+from orchestrator.recorder import ARTIFACT_ERROR_TAG
 from orchestrator.sweep import HealthStopper
-from orchestrator.sweep_tracking import ARTIFACT_ERROR_TAG, MlflowSweepCallback
+from orchestrator.sweep_tracking import MlflowSweepCallback
 from orchestrator.tracking import (
     GAP_TAG,
     RunLogger,
@@ -247,7 +248,7 @@ def test_the_sweep_callback_writes_a_trials_epochs_together_off_tunes_loop_and_p
             0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
         )
     callback.wait_idle()
-    run_id = callback._loggers["t-together"].run_id
+    run_id = callback._runs["t-together"].run_id
     client = MlflowClient(store)
     steps = lambda: [m.step for m in client.get_metric_history(run_id, "score")]  # noqa: E731
     assert steps() == [1]  # the first epoch at once; the others wait for the window

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from rlan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from rlan.diagnostics import EPOCH_LINE_KEYS, METRICS
 from rlan.engine import Hooks, Trainer
 from tests.conftest import tiny
 
@@ -61,6 +62,9 @@ def test_a_run_reports_every_epoch_with_the_documented_diagnostics(tmp_path):
             "entropy_ratio",
         ]:
             assert key in metrics and math.isfinite(metrics[key]), key
+        # The catalogue describes every key an epoch reports (and the shown lists use catalogue keys only).
+        assert set(metrics) <= set(METRICS), sorted(set(metrics) - set(METRICS))
+    assert {key for key, _ in EPOCH_LINE_KEYS} <= set(reporter.reports[-1][1])
     last_epoch, last_metrics, last_dir = reporter.reports[-1]
     assert load_checkpoint(last_dir)["epoch"] == last_metrics["epoch"] == 2
     assert reporter.reports[1][1]["meta/output_equiv_loss"] > 0

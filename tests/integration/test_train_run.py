@@ -15,12 +15,8 @@ from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 
 from orchestrator.tracking import RunLogger, sanitize_key
-from orchestrator.train_run import (
-    MlflowTrainCallback,
-    failure_line,
-    run_train,
-    worker_trainer,
-)
+from orchestrator.train_run import failure_line, run_train, worker_trainer
+from orchestrator.train_tracking import MlflowTrainCallback
 from rlan.data import ArcTrainingDataset, make_train_loader, set_loader_epoch, training_tasks
 from tests.conftest import tiny
 

@@ -109,8 +109,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlflow import MlflowClient
 
     from orchestrator.cli import bad_input_errors
-    from orchestrator.debug_run import run_debug
-    from orchestrator.tracking import check_reachable, resolve_tracking_uri
+    from orchestrator.runs.debug import run_debug
+    from orchestrator.tracking.uri import check_reachable, resolve_tracking_uri
     from rlan.config import load_config
     from rlan.data import training_tasks
 

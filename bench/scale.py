@@ -178,8 +178,8 @@ def run_sweep_at_scale(args: argparse.Namespace, work: Path, uri: str) -> dict:
     import ray
     from ray import tune
 
-    from orchestrator.search_space import load_search_space
-    from orchestrator.sweep import SweepSettings, run_sweep
+    from orchestrator.sweeps.search_space import load_search_space
+    from orchestrator.sweeps.sweep import SweepSettings, run_sweep
     from rlan.config import load_config
 
     keys = real_epoch_keys()
@@ -227,7 +227,7 @@ def trial_record(uri: str) -> dict:
     """What MLflow holds of the sweep: child runs by stop reason, epochs logged, and when each ended."""
     from mlflow import MlflowClient
 
-    from orchestrator.tracking import search_all_runs
+    from orchestrator.tracking.experiments import search_all_runs
 
     client = MlflowClient(uri)
     experiment = client.get_experiment_by_name("rlan-scale")

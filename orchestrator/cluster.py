@@ -174,3 +174,19 @@ def check_shared_storage(storage: str, timeout_s: float = 60) -> None:
             "driver what it writes; pass a path mounted at the same place on every node (NFS), or s3://..., "
             "gs://..."
         )
+
+
+def join_cluster(
+    address: str | None,
+    storage: str,
+    workers: int,
+    cpus_per_worker: float,
+    gpus_per_worker: float,
+    wait_s: float = 0,
+    what: str = "each trial",
+) -> None:
+    """Start or connect to Ray, then refuse in one line what it cannot place or a storage its nodes do not share:
+    every command that runs on the cluster takes these three steps, in this order."""
+    start_ray(address)
+    check_resources(workers, cpus_per_worker, gpus_per_worker, wait_s, what=what)
+    check_shared_storage(storage)

@@ -38,7 +38,7 @@ TWO_LEARNING_RATES = "training.learning_rate: {type: choice, values: [0.003, 0.0
 
 def write_space(tmp_path, text: str = TWO_LEARNING_RATES):
     """A search-space file under tmp_path, loaded."""
-    from orchestrator.search_space import load_search_space
+    from orchestrator.sweeps.search_space import load_search_space
 
     path = tmp_path / "space.yaml"
     path.write_text(text)
@@ -47,7 +47,7 @@ def write_space(tmp_path, text: str = TWO_LEARNING_RATES):
 
 def sweep_settings(tmp_path, name: str, space, **overrides):
     """A quiet test sweep: Ray storage and a SQLite MLflow store under tmp_path; overrides win."""
-    from orchestrator.sweep import SweepSettings
+    from orchestrator.sweeps.sweep import SweepSettings
 
     defaults = dict(
         name=name,

@@ -17,14 +17,13 @@ import torch.nn.functional as F
 
 from rlan.data.constants import OUTSIDE, PAD
 from rlan.losses.d4 import (
-    anchored_d4,
     apply_d4,
-    permute_colors,
     random_color_permutation,
     sample_d4,
     unanchor_d4,
     unpermute_class_axis,
 )
+from rlan.losses.views import batch_sides, predicted_sizes, transform_batch_inputs, view_grids
 from rlan.model.output import LoraDeltas, ModelStages
 
 LORA_TARGETS = ("gru_reset", "gru_update", "gru_candidate", "output_head")
@@ -114,45 +113,6 @@ def loo_loss(
 
 
 # ---------------------------------------------------------------------------- output equivariance
-def batch_sides(batch: dict) -> torch.Tensor:
-    """(B,) each sample's canvas S (the whole batch canvas when the batch does not say)."""
-    sizes = batch.get("canvas_sizes")
-    if sizes is None:
-        b, side = batch["query_inputs"].shape[0], batch["query_inputs"].shape[-1]
-        return torch.full((b,), side, dtype=torch.long, device=batch["query_inputs"].device)
-    return sizes.to(batch["query_inputs"].device)
-
-
-def view_grids(grids: torch.Tensor, transform: int, sides: torch.Tensor, color_perm=None) -> torch.Tensor:
-    """One view of PAD-padded top-left grids: colours recoloured first, then each grid transformed on its
-    own and placed top-left again (rlan.losses.d4.anchored_d4), as evaluation's TTA views are built."""
-    if color_perm is not None:
-        grids = permute_colors(grids, color_perm)
-    return anchored_d4(grids, transform, sides, PAD)
-
-
-def transform_batch_inputs(batch: dict, transform: int, color_perm: torch.Tensor | None = None):
-    """(support_inputs, support_outputs, support_mask, query_inputs) of one view of the batch."""
-    sides = batch_sides(batch)
-    return (
-        view_grids(batch["support_inputs"], transform, sides, color_perm),
-        view_grids(batch["support_outputs"], transform, sides, color_perm),
-        batch["support_mask"],
-        view_grids(batch["query_inputs"], transform, sides, color_perm),
-    )
-
-
-def predicted_sizes(logits: torch.Tensor, sides: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B,) heights and widths that decode_prediction reads off the argmax of (B, C, L, L) logits:
-    the run of non-OUTSIDE cells down column 0 and along row 0 of the S x S canvas, at least 1."""
-    pred = logits.argmax(1)
-    line = torch.arange(pred.shape[-1], device=pred.device)
-    within = line[None, :] < sides[:, None]
-    down = (pred[:, :, 0] != OUTSIDE) & within
-    along = (pred[:, 0, :] != OUTSIDE) & within
-    return down.long().cumprod(1).sum(1).clamp(min=1), along.long().cumprod(1).sum(1).clamp(min=1)
-
-
 class OutputEquivarianceLoss:
     """Fix 3. For `num_augmentations` distinct non-identity D4 transforms (sampled with `generator`),
     optionally with a colour permutation of 1-9 (0 and PAD fixed), build the view as evaluation builds a

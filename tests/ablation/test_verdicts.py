@@ -2,7 +2,7 @@ import math
 
 import pytest
 
-from orchestrator.ablation_report import (
+from orchestrator.ablation.report import (
     EXPECTATIONS,
     REPORTED,
     Spread,
@@ -13,7 +13,7 @@ from orchestrator.ablation_report import (
     summarize,
     verdicts,
 )
-from orchestrator.trial_config import ARMS, FIXES, arm_overrides, trial_config
+from orchestrator.sweeps.trial_config import ARMS, FIXES, arm_overrides, trial_config
 from tests.conftest import tiny
 
 BY_FIX = {e.fix: e for e in EXPECTATIONS}
@@ -101,7 +101,7 @@ def test_report_lists_every_verdict_and_diagnostic():
 
 
 def test_the_clamp_is_judged_on_the_larger_logit_magnitude():
-    from orchestrator.ablation_report import DERIVED
+    from orchestrator.ablation.report import DERIVED
 
     assert DERIVED["logit_abs_max"]({"logit_min": -99.9, "logit_max": 47.0}) == pytest.approx(99.9)
     assert DERIVED["logit_abs_max"]({"logit_min": -3.0, "logit_max": 61.8}) == pytest.approx(61.8)

@@ -13,7 +13,7 @@ import pytest
 from mlflow import MlflowClient
 from ray import tune
 
-from orchestrator.sweep import run_sweep
+from orchestrator.sweeps.sweep import run_sweep
 from tests.cluster._util import free_port, wait_for
 from tests.conftest import start_local_ray, sweep_settings, tiny, write_space
 

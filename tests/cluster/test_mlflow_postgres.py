@@ -17,9 +17,10 @@ from mlflow import MlflowClient
 from ray import tune
 
 from bench.mlflow_postgres import MlflowServer, PostgresUnavailable, throwaway_postgres
-from orchestrator.compare import compare_sweep
-from orchestrator.sweep import resume_sweep, run_sweep
-from orchestrator.tracking import GAP_TAG, RunLogger, TrackingRefused
+from orchestrator.comparison.compare import compare_sweep
+from orchestrator.sweeps.sweep import resume_sweep, run_sweep
+from orchestrator.tracking.run_logger import GAP_TAG, RunLogger
+from orchestrator.tracking.uri import TrackingRefused
 from tests.cluster._util import Background, wait_for
 from tests.conftest import start_local_ray, sweep_settings, tiny, write_space
 from tests.http_endpoint import Endpoint, forward

@@ -13,19 +13,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 
-from orchestrator import mlflow_retries, tracking
-from orchestrator.recorder import ARTIFACT_ERROR_TAG
-from orchestrator.sweep import HealthStopper
-from orchestrator.sweep_tracking import MlflowSweepCallback
-from orchestrator.tracking import (
-    GAP_TAG,
-    RunLogger,
-    TrackingError,
-    TrackingUnavailable,
-    compact_steps,
-    is_transient,
-    with_retries,
-)
+from orchestrator.sweeps.callback import MlflowSweepCallback
+from orchestrator.sweeps.sweep import HealthStopper
+from orchestrator.tracking import retries as mlflow_retries
+from orchestrator.tracking.names import compact_steps
+from orchestrator.tracking.recorder import ARTIFACT_ERROR_TAG
+from orchestrator.tracking.retries import TrackingUnavailable, is_transient, with_retries
+from orchestrator.tracking.run_logger import GAP_TAG, RunLogger
+from orchestrator.tracking.uri import TrackingError
 from tests.cluster._util import free_port
 from tests.conftest import tiny
 
@@ -79,7 +74,7 @@ def test_the_rest_clients_transport_failure_is_transient_and_a_bad_request_is_no
 def test_library_retries_are_shortened_unless_set(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    tracking.configure_http_retries()
+    mlflow_retries.configure_http_retries()
     assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "4"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"  # the user's value stays
 

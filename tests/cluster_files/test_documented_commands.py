@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from orchestrator.cli import build_parser
-from orchestrator.search_space import load_search_space
+from orchestrator.cli.args import build_parser
+from orchestrator.sweeps.search_space import load_search_space
 from rlan.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.ablation_report import REPORTED
-from orchestrator.trial_config import ARMS
+from orchestrator.ablation.report import REPORTED
+from orchestrator.sweeps.trial_config import ARMS
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sweep import run_sweep
+from orchestrator.sweeps.sweep import run_sweep
 from tests.conftest import sweep_settings, tiny, write_space
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,7 +167,7 @@ def test_swept_budgets_complete_at_their_own_epochs_and_retention_keeps_the_best
 def test_a_failed_trial_is_counted_and_makes_the_sweep_exit_1(local_ray, tmp_path):
     # One grid point names a task that does not exist: its trial fails inside the worker, the other
     # finishes, and the exit status says so unless partial results are accepted.
-    from orchestrator.cli import trials_exit_status
+    from orchestrator.cli.sweeps import trials_exit_status
 
     space = write_space(tmp_path)
     settings = sweep_settings(tmp_path, "one-fails", space, concurrency=2, scheduler="fifo", max_failures=0)

@@ -14,9 +14,10 @@ from ray.train import WorkerGroupError
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 
-from orchestrator.tracking import RunLogger, sanitize_key
-from orchestrator.train_run import failure_line, run_train, worker_trainer
-from orchestrator.train_tracking import MlflowTrainCallback
+from orchestrator.runs.train import failure_line, run_train, worker_trainer
+from orchestrator.runs.train_tracking import MlflowTrainCallback
+from orchestrator.tracking.names import sanitize_key
+from orchestrator.tracking.run_logger import RunLogger
 from rlan.data import ArcTrainingDataset, make_train_loader, set_loader_epoch, training_tasks
 from tests.conftest import tiny
 

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rlan.config import MetaEscalationConfig
+from rlan.config_sections import MetaEscalationConfig
 from rlan.losses import MetaCap, meta_loss_cap_factor, meta_loss_cap_factor_by_value
 
 

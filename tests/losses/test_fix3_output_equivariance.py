@@ -21,7 +21,8 @@ from rlan.losses.d4 import (
     sample_d4,
     unanchor_d4,
 )
-from rlan.losses.meta import OutputEquivarianceLoss, transform_batch_inputs
+from rlan.losses.meta import OutputEquivarianceLoss
+from rlan.losses.views import transform_batch_inputs
 from rlan.model import ModelStages, run_on_batch
 
 STAGES = ModelStages()

@@ -22,7 +22,7 @@ def test_a_plain_message_gives_its_first_line_and_a_long_one_is_cut():
 
 
 def test_a_sweep_with_failed_trials_exits_1_unless_partial_results_are_accepted(capsys):
-    from orchestrator.cli import trials_exit_status
+    from orchestrator.cli.sweeps import trials_exit_status
 
     assert trials_exit_status("sweep", {"trials": 4, "errors": 0}, False) == 0
     assert capsys.readouterr().err == ""

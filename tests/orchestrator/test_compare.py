@@ -6,10 +6,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.compare import CompareError, compare_sweep, format_comparison
-from orchestrator.compare_report import parameter_importance
-from orchestrator.search_space import parse_search_space
-from orchestrator.tracking import RunLogger
+from orchestrator.comparison.compare import CompareError, compare_sweep, format_comparison
+from orchestrator.comparison.report import parameter_importance
+from orchestrator.sweeps.search_space import parse_search_space
+from orchestrator.tracking.run_logger import RunLogger
 from rlan.config import ConfigError, RunConfig, apply_flat, load_config
 from rlan.diagnostics import SCORE_DEFINITION
 

@@ -4,7 +4,7 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from orchestrator.plots import (
+from orchestrator.tracking.plots import (
     ARC_CMAP,
     ARC_NORM,
     plot_attention,

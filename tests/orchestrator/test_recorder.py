@@ -1,10 +1,10 @@
-"""The one recorder of every run (orchestrator/recorder.py), on a real SQLite MLflow store."""
+"""The one recorder of every run (orchestrator/tracking/recorder.py), on a real SQLite MLflow store."""
 
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.recorder import ERROR_TAG, RunRecorder
-from orchestrator.tracking import GAP_TAG, RunLogger
+from orchestrator.tracking.recorder import ERROR_TAG, RunRecorder
+from orchestrator.tracking.run_logger import GAP_TAG, RunLogger
 from rlan.diagnostics import CURVE_KEYS
 from tests.conftest import tiny
 

@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from orchestrator.search_space import SearchSpaceError, load_search_space, parse_search_space
+from orchestrator.sweeps.search_space import SearchSpaceError, load_search_space, parse_search_space
 from rlan.config import ConfigError, RunConfig, apply_flat, load_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -180,7 +180,7 @@ def test_contains_refuses_points_outside_or_with_other_keys():
 
 
 def test_asha_waits_a_quarter_of_the_budget_before_its_first_stop():
-    from orchestrator.sweep import SweepSettings, make_scheduler
+    from orchestrator.sweeps.sweep import SweepSettings, make_scheduler
 
     base = RunConfig().model_copy(
         update={"training": RunConfig().training.model_copy(update={"max_epochs": 60})}
@@ -196,7 +196,7 @@ def test_asha_waits_a_quarter_of_the_budget_before_its_first_stop():
 
 
 def test_the_largest_swept_budget_is_asha_top_rung(tmp_path):
-    from orchestrator.sweep import largest_budget
+    from orchestrator.sweeps.sweep import largest_budget
     from tests.conftest import tiny
 
     base = tiny("training.max_epochs=4")

@@ -2,7 +2,7 @@
 
 import threading
 
-from orchestrator.serial_writer import SerialWriter
+from orchestrator.tracking.serial_writer import SerialWriter
 
 
 def test_calls_run_in_order_on_one_thread_and_a_failing_call_does_not_stop_the_rest(capsys):

@@ -5,8 +5,8 @@ already holds for another sweep is refused in one line. Real SQLite MLflow, no R
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sweep import SweepError, start_parent_run
-from orchestrator.tracking import RunLogger
+from orchestrator.sweeps.sweep import SweepError, start_parent_run
+from orchestrator.tracking.run_logger import RunLogger
 from tests.conftest import sweep_settings, tiny, write_space
 
 
@@ -57,7 +57,7 @@ def test_unfinished_trials_are_counted_from_the_child_runs_not_from_tune(tmp_pat
     otherwise. (The count once asked MLflow for 100,000 runs at once, was refused, and fell back to Tune's.)"""
     from types import SimpleNamespace
 
-    from orchestrator.sweep import count_unfinished
+    from orchestrator.sweeps.sweep import count_unfinished
 
     settings = sweep_settings(tmp_path, "stopped", write_space(tmp_path), trials=3)
     parent = RunLogger(settings.tracking_uri, settings.experiment, run_id=start_parent_run(tiny(), settings))

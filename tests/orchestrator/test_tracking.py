@@ -11,16 +11,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 from mlflow import MlflowClient  # noqa: E402
 
-from orchestrator import tracking, tracking_uri  # noqa: E402
-from orchestrator.tracking import (  # noqa: E402
-    RunLogger,
+from orchestrator.tracking import uri as tracking_uri  # noqa: E402
+from orchestrator.tracking.experiments import get_or_create_experiment  # noqa: E402
+from orchestrator.tracking.names import sanitize_key  # noqa: E402
+from orchestrator.tracking.run_logger import RunLogger  # noqa: E402
+from orchestrator.tracking.uri import (  # noqa: E402
     TrackingError,
     check_reachable,
     default_artifact_root,
-    get_or_create_experiment,
     resolve_tracking_uri,
     run_tags,
-    sanitize_key,
 )
 from rlan.config import RunConfig  # noqa: E402
 
@@ -223,11 +223,11 @@ def test_run_tags_hold_hash_commit_and_versions(monkeypatch):
 
 
 def test_git_commit_is_none_where_it_cannot_run(tmp_path):
-    assert tracking.git_commit(Path(tmp_path) / "no-such-folder") is None
+    assert tracking_uri.git_commit(Path(tmp_path) / "no-such-folder") is None
 
 
 def _open_store_at_once(uri, barrier, results):
-    from orchestrator.tracking_uri import check_reachable
+    from orchestrator.tracking.uri import check_reachable
 
     barrier.wait()  # every process opens the new store in the same instant, as `rlan debug` does
     try:

@@ -12,14 +12,9 @@ import sys
 import pytest
 from mlflow import MlflowClient
 
-from orchestrator.tracking import (
-    RunLogger,
-    TrackingError,
-    TrackingRefused,
-    TrackingUnavailable,
-    check_reachable,
-    is_transient,
-)
+from orchestrator.tracking.retries import TrackingUnavailable, is_transient
+from orchestrator.tracking.run_logger import RunLogger
+from orchestrator.tracking.uri import TrackingError, TrackingRefused, check_reachable
 from tests.http_endpoint import Endpoint as Proxy
 
 EMPTY_SEARCH = json.dumps({"experiments": []}).encode()

@@ -218,7 +218,7 @@ def markdown(summary: dict[str, dict[str, Spread]], found: list[Verdict], header
 def plot_arms(summary: dict[str, dict[str, Spread]], out: Path) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from orchestrator import plots  # sets the Agg backend
+    from orchestrator.tracking import plots  # sets the Agg backend
 
     arms = sorted(summary, key=lambda a: (a != "all_off", a != "all_on", a))
     names = [n for n in REPORTED if any(not math.isnan(summary[a][n].mean) for a in arms)]

@@ -8,8 +8,11 @@ from typing import Any
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.sweep_settings import SweepError, SweepSettings
-from orchestrator.tracking import RunLogger, TrackingError, run_tags, search_all_runs, with_retries
+from orchestrator.sweeps.settings import SweepError, SweepSettings
+from orchestrator.tracking.experiments import search_all_runs
+from orchestrator.tracking.retries import with_retries
+from orchestrator.tracking.run_logger import RunLogger
+from orchestrator.tracking.uri import TrackingError, run_tags
 from rlan.config import RunConfig
 
 

@@ -3,7 +3,7 @@
 Written here because neither Tune nor MLflow offers it: MLflow's async logging (`log_batch(synchronous=False)`)
 covers metrics, params and tags but not run creation, searches, artifacts or ending a run, and it keeps its
 own queue whose failures surface only when a future is awaited, so the retry, buffering and refusal rules of
-orchestrator/tracking.py could not apply. A plain thread and a bounded queue keep every rule and the order of
+orchestrator/tracking/run_logger.py could not apply. A plain thread and a bounded queue keep every rule and the order of
 calls; a full queue makes the submitter wait, so a slow server slows the sweep instead of filling memory.
 """
 

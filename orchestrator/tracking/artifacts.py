@@ -1,6 +1,6 @@
 """End-of-run artifacts of every run (`rlan debug`, `rlan train`, sweep trials): the plots and per-query tables a
 run renders into its final checkpoint folder, that folder fetched from cloud storage, and the diagnostics table.
-orchestrator/recorder.py logs them."""
+orchestrator/tracking/recorder.py logs them."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from orchestrator import plots
-from orchestrator.tracking import RunLogger
+from orchestrator.tracking import plots
+from orchestrator.tracking.run_logger import RunLogger
 from rlan.diagnostics import SUMMARY_KEYS
 from rlan.evaluation import QueryResult
 from rlan.model import run_on_batch

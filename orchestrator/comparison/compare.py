@@ -16,14 +16,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 
-from orchestrator.compare_report import (
-    best_config_yaml,
-    inferred_distributions,
-    parameter_importance,
-    parse_param,
-    write_report,
-)
-from orchestrator.comparison import (  # noqa: F401  (re-exported: compare's public API)
+from orchestrator.comparison.records import (  # noqa: F401  (re-exported: compare's public API)
     DEFAULT_METRIC,
     DEFAULT_MODE,
     DIAGNOSTICS,
@@ -34,8 +27,17 @@ from orchestrator.comparison import (  # noqa: F401  (re-exported: compare's pub
     _finite,
     format_comparison,
 )
-from orchestrator.search_space import SearchSpaceError, parse_search_space
-from orchestrator.tracking import PARENT_TAG, sanitize_key, search_all_runs
+from orchestrator.comparison.report import (
+    best_config_yaml,
+    inferred_distributions,
+    parameter_importance,
+    parse_param,
+    write_report,
+)
+from orchestrator.sweeps.search_space import SearchSpaceError, parse_search_space
+from orchestrator.tracking.experiments import search_all_runs
+from orchestrator.tracking.names import sanitize_key
+from orchestrator.tracking.run_logger import PARENT_TAG
 from rlan.config import ConfigError
 
 

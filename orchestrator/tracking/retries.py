@@ -1,6 +1,6 @@
 """Retries for MLflow calls: which failures may pass by themselves (an outage: retried with growing waits
 for RLAN_MLFLOW_RETRY_S seconds, then TrackingUnavailable) and which never will (a refusal: 401, 403, a
-login page; TrackingRefused at once). orchestrator/tracking.py's docstring states the whole outage policy;
+login page; TrackingRefused at once). orchestrator/tracking/run_logger.py's docstring states the whole outage policy;
 RunLogger there buffers metrics on top of this."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 from mlflow.exceptions import MlflowException
 
-from orchestrator.tracking_uri import TRANSIENT_STATUSES, TrackingError, TrackingRefused, refused_line
+from orchestrator.tracking.uri import TRANSIENT_STATUSES, TrackingError, TrackingRefused, refused_line
 
 RETRY_ENV, BUFFER_ENV = "RLAN_MLFLOW_RETRY_S", "RLAN_MLFLOW_BUFFER_METRICS"
 DEFAULT_RETRY_S, DEFAULT_BUFFER_METRICS = 60.0, 100_000

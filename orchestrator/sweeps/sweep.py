@@ -21,19 +21,20 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
-from orchestrator.search_space import SearchSpace
-from orchestrator.sweep_parent import count_unfinished, earlier_parent, finish_parent, start_parent_run  # noqa: F401
-from orchestrator.sweep_settings import (  # noqa: F401  (re-exported: where sweeps were always imported from)
+from orchestrator.runs.train import build_torch_trainer
+from orchestrator.sweeps.callback import MlflowSweepCallback, is_unhealthy, refusal_in
+from orchestrator.sweeps.parent import count_unfinished, earlier_parent, finish_parent, start_parent_run  # noqa: F401
+from orchestrator.sweeps.search_space import SearchSpace
+from orchestrator.sweeps.settings import (  # noqa: F401  (re-exported: where sweeps were always imported from)
     SWEEP_FILE,
     SweepError,
     SweepSettings,
     read_sweep_file,
     write_sweep_file,
 )
-from orchestrator.sweep_tracking import MlflowSweepCallback, is_unhealthy, refusal_in
-from orchestrator.tracking import RunLogger, TrackingRefused
-from orchestrator.train_run import build_torch_trainer
-from orchestrator.trial_config import trial_config
+from orchestrator.sweeps.trial_config import trial_config
+from orchestrator.tracking.run_logger import RunLogger
+from orchestrator.tracking.uri import TrackingRefused
 from rlan.config import RunConfig
 
 # The trial driver only waits on its Train run, so it must not hold CPU: at 0.01 CPU, two trials of one

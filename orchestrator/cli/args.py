@@ -1,5 +1,5 @@
 """What `rlan` accepts on its command line: the argument parser, and the checks of flag values that Ray
-would only reject (or hang on) after starting. orchestrator/cli.py runs the commands."""
+would only reject (or hang on) after starting. orchestrator/cli/ runs the commands."""
 
 from __future__ import annotations
 

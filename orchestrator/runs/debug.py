@@ -6,9 +6,9 @@ import tempfile
 
 from tqdm.auto import tqdm
 
-from orchestrator.artifacts import render_final_plots, summary_table
-from orchestrator.recorder import RunRecorder
-from orchestrator.tracking import run_tags
+from orchestrator.tracking.artifacts import render_final_plots, summary_table
+from orchestrator.tracking.recorder import RunRecorder
+from orchestrator.tracking.uri import run_tags
 from rlan.config import RunConfig
 from rlan.diagnostics import EPOCH_LINE_KEYS
 from rlan.engine import Hooks, Trainer

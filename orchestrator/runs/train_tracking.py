@@ -1,4 +1,4 @@
-"""The MLflow side of `rlan train`, on orchestrator/recorder.py: the run found again by name and storage, each
+"""The MLflow side of `rlan train`, on orchestrator/tracking/recorder.py: the run found again by name and storage, each
 report logged once from Ray Train's controller, and one line per epoch on the driver."""
 
 from __future__ import annotations
@@ -10,9 +10,10 @@ from typing import Any
 
 from ray.train import UserCallback
 
-from orchestrator.debug_run import epoch_line
-from orchestrator.recorder import RunRecorder
-from orchestrator.tracking import TrackingUnavailable, run_tags
+from orchestrator.runs.debug import epoch_line
+from orchestrator.tracking.recorder import RunRecorder
+from orchestrator.tracking.retries import TrackingUnavailable
+from orchestrator.tracking.uri import run_tags
 from rlan.config import RunConfig
 from rlan.diagnostics import EPOCH_LINE_KEYS
 

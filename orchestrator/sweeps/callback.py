@@ -6,13 +6,13 @@ under the sweep's parent run, and re-attaches a resumed trial to its existing ch
 an interrupted and resumed sweep still has exactly one child run per trial and no duplicate epoch steps.
 The callback is pickled into the Tuner state; it holds names only and opens MLflow lazily.
 
-MLflow outages never stop the sweep (orchestrator/tracking.py has the retry and buffering rules): metrics are
+MLflow outages never stop the sweep (orchestrator/tracking/run_logger.py has the retry and buffering rules): metrics are
 buffered by RunLogger, and a hook whose MLflow call still fails after the retry budget prints one warning and
 returns; the trial trains on. An epoch that never reached this callback (its trial driver died after Train
 registered the epoch's checkpoint but before Tune received the report), or whose result arrived while the
 child run could not be opened, is recorded in the child's `rlan.metrics_gap` tag.
 
-Every MLflow call runs on writer threads (orchestrator/serial_writer.py), each trial's on one thread in the
+Every MLflow call runs on writer threads (orchestrator/tracking/serial_writer.py), each trial's on one thread in the
 order Tune's hooks submitted them: the scale benchmark (docs/performance.md (e)) found Tune's loop spending most of its time
 waiting for MLflow in this callback. Epochs are coalesced per trial: its first at once, then at most one
 request per `flush_every_s`, and all that waits once its writer is idle; a trial's end sends them first. The
@@ -36,10 +36,10 @@ from typing import Any
 
 from ray.tune import Callback
 
-from orchestrator.recorder import RunRecorder
-from orchestrator.serial_writer import SerialWriter
-from orchestrator.tracking import TrackingRefused
-from orchestrator.trial_runs import TrialRuns
+from orchestrator.sweeps.trial_runs import TrialRuns
+from orchestrator.tracking.recorder import RunRecorder
+from orchestrator.tracking.serial_writer import SerialWriter
+from orchestrator.tracking.uri import TrackingRefused
 
 
 def is_unhealthy(result: dict, nan_batches_abort: int) -> bool:
@@ -55,7 +55,7 @@ def _snapshot(trial) -> SimpleNamespace:
 
 
 class MlflowSweepCallback(TrialRuns, Callback):
-    """Tune's hooks: each submits its MLflow work (TrialRuns, orchestrator/trial_runs.py) to the trial's writer."""
+    """Tune's hooks: each submits its MLflow work (TrialRuns, orchestrator/sweeps/trial_runs.py) to the trial's writer."""
 
     def __init__(
         self,

@@ -15,7 +15,7 @@ from mlflow.exceptions import MlflowException
 from rlan.config import RunConfig, all_keys, apply_flat
 
 if TYPE_CHECKING:
-    from orchestrator.comparison import SweepComparison, Trial
+    from orchestrator.comparison.records import SweepComparison, Trial
 
 MIN_IMPORTANCE_TRIALS = 3
 
@@ -106,7 +106,7 @@ def write_report(
 ) -> None:
     """comparison.csv, best_config.yaml and three plots under out; the plots and the best config are also
     logged to the parent run under compare/ (log_artifact only, so the parent keeps its status)."""
-    from orchestrator import plots  # matplotlib only when files are asked for
+    from orchestrator.tracking import plots  # matplotlib only when files are asked for
 
     out.mkdir(parents=True, exist_ok=True)
     c, written = comparison, []

@@ -1,13 +1,8 @@
 """MLflow runs through MlflowClient only: every call names its run, so several runs can be open in one process
 (a sweep's parent beside its trials) and no global state is left behind. URIs and run tags live in
-orchestrator/tracking_uri.py (re-exported here): a SQLite file or an `mlflow server` over http(s).
+orchestrator/tracking/uri.py (re-exported here): a SQLite file or an `mlflow server` over http(s).
 
-Metric and param keys are sanitised by `sanitize_key`, a fixed rule, so a key logged once always maps to the
-same MLflow name:
-  1. '@' becomes '_at_'                      ('eval/pass@2' -> 'eval/pass_at_2')
-  2. every character outside A-Z a-z 0-9 _ - . space / becomes '_'
-  3. empty path parts are dropped and '.' or '..' parts become '_' (MLflow rejects non-normalised paths),
-  4. the result is cut to 250 characters; an empty key becomes '_'.
+Metric and param keys go through `sanitize_key` (orchestrator/tracking/names.py has the rule).
 
 MLflow outages (a tracking server restarted or briefly unreachable; docs/reliability.md has the measurements):
   - Every RunLogger call is retried for up to RLAN_MLFLOW_RETRY_S seconds (default 60) when MLflow fails in a way
@@ -34,7 +29,6 @@ from __future__ import annotations
 
 import logging
 import numbers
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -43,33 +37,25 @@ from typing import Any, TypeVar
 
 import yaml
 from mlflow import MlflowClient
-from mlflow.entities import Metric, Param, Run, RunTag
-from mlflow.exceptions import MlflowException
+from mlflow.entities import Metric, Param, RunTag
 
-from orchestrator import mlflow_retries
-from orchestrator.mlflow_retries import (  # noqa: F401  (re-exported: the public tracking API)
+from orchestrator.tracking import retries as mlflow_retries
+from orchestrator.tracking.experiments import get_or_create_experiment
+from orchestrator.tracking.names import compact_steps, sanitize_key
+from orchestrator.tracking.retries import (
     BUFFER_ENV,
     DEFAULT_BUFFER_METRICS,
-    RETRY_ENV,
     TrackingUnavailable,
     _env_float,
-    configure_http_retries,
-    is_transient,
-    refusal_status,
     retry_budget_s,
     with_retries,
 )
-from orchestrator.tracking_uri import (  # noqa: F401  (re-exported: the public tracking API)
+from orchestrator.tracking.uri import (
     TrackingError,
-    TrackingRefused,
-    check_reachable,
     default_artifact_root,
-    git_commit,
     resolve_tracking_uri,
-    run_tags,
 )
 
-MAX_KEY_LENGTH = 250
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 PARAMS_PER_BATCH = 100
@@ -78,70 +64,6 @@ PARENT_TAG = "mlflow.parentRunId"
 GAP_TAG = "rlan.metrics_gap"
 _log = logging.getLogger(__name__)
 _T = TypeVar("_T")
-
-
-def compact_steps(steps: Iterable[int]) -> str:
-    """Sorted steps as ranges: {3, 4, 5, 9} -> '3-5,9'."""
-    parts: list[str] = []
-    ordered = sorted(set(steps))
-    start = prev = None
-    for step in [*ordered, None]:
-        if step is not None and prev is not None and step == prev + 1:
-            prev = step
-            continue
-        if start is not None:
-            parts.append(str(start) if start == prev else f"{start}-{prev}")
-        start = prev = step
-    return ",".join(parts)
-
-
-# ------------------------------------------------------------------------------------------ URIs
-def get_or_create_experiment(client: MlflowClient, name: str, artifact_location: str | None = None) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is None:
-        try:
-            return client.create_experiment(name, artifact_location=artifact_location)
-        except MlflowException as exc:  # another process created it between our read and create
-            if "already exists" not in str(exc) and exc.error_code != "RESOURCE_ALREADY_EXISTS":
-                raise
-            experiment = client.get_experiment_by_name(name)
-            if experiment is None:
-                raise
-    if experiment.lifecycle_stage == "deleted":
-        raise TrackingError(f"experiment '{name}' is deleted; restore it or pick another name")
-    return experiment.experiment_id
-
-
-def search_all_runs(
-    client: MlflowClient, experiment_ids: list[str], filter_string: str, order_by: list[str] | None = None
-) -> list[Run]:
-    """Every run matching the filter, page by page: one search answers at most 50,000 runs (MLflow refuses a
-    larger max_results) and a server pages them 1,000 at a time."""
-    runs: list[Run] = []
-    token = None
-    while experiment_ids:
-        page = with_retries(
-            client.search_runs,
-            experiment_ids,
-            filter_string,
-            max_results=1000,
-            order_by=order_by,
-            page_token=token,
-            what="search_runs",
-        )
-        runs += list(page)
-        token = page.token
-        if not token:
-            break
-    return runs
-
-
-# ------------------------------------------------------------------------------------------ keys
-def sanitize_key(key: str) -> str:
-    """The MLflow name of a metric or param key (the rule is in the module docstring)."""
-    text = re.sub(r"[^A-Za-z0-9_\-. /]", "_", str(key).replace("@", "_at_"))
-    parts = ["_" if part in (".", "..") else part for part in text.split("/") if part]
-    return "/".join(parts)[:MAX_KEY_LENGTH] or "_"
 
 
 def _as_float(value: Any) -> float | None:
@@ -374,6 +296,3 @@ def _tag_strings(tags: dict[str, Any]) -> dict[str, str]:
 
 def _tag_list(tags: dict[str, Any]) -> list[RunTag]:
     return [RunTag(k, v) for k, v in _tag_strings(tags).items()]
-
-
-# ------------------------------------------------------------------------------------------ provenance

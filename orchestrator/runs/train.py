@@ -3,7 +3,7 @@
 The workers run the framework-free engine and only call `ray.train.report`; they never touch MLflow. The
 Train controller (on the driver's node) logs each report through `MlflowTrainCallback`; the driver creates
 the MLflow run, prints one line per epoch by polling it, and logs the artifacts at the end (all three through
-orchestrator/recorder.py; orchestrator/train_tracking.py holds the MLflow half).
+orchestrator/tracking/recorder.py; orchestrator/runs/train_tracking.py holds the MLflow half).
 
 Resume: Ray Train V2 resumes a run when (storage_path, name) is reused (the checkpoint manager loads
 `<storage>/<name>/` and `ray.train.get_checkpoint()` returns the latest checkpoint). The default name is
@@ -22,10 +22,15 @@ import torch
 from ray.train import Checkpoint, CheckpointConfig, FailureConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from orchestrator.artifacts import render_final_plots, summary_table
-from orchestrator.cluster import check_resources, check_shared_storage, resolve_storage, start_ray
-from orchestrator.recorder import ERROR_TAG
-from orchestrator.train_tracking import EpochPrinter, MlflowTrainCallback, default_train_name, open_train_run
+from orchestrator.cluster import join_cluster, resolve_storage
+from orchestrator.runs.train_tracking import (
+    EpochPrinter,
+    MlflowTrainCallback,
+    default_train_name,
+    open_train_run,
+)
+from orchestrator.tracking.artifacts import render_final_plots, summary_table
+from orchestrator.tracking.recorder import ERROR_TAG
 from rlan.config import RunConfig, config_from_dict, with_absolute_paths
 from rlan.engine import Trainer
 
@@ -189,9 +194,7 @@ def run_train(
     experiment = experiment or config.logging.experiment_name
     name = name or default_train_name(config, experiment)
     storage = resolve_storage(storage)  # before Ray starts: a bad path costs nothing
-    start_ray(address)
-    check_resources(workers, 1.0, 1.0 if use_gpu else 0.0, wait_for_resources, what="the run")
-    check_shared_storage(storage)
+    join_cluster(address, storage, workers, 1.0, 1.0 if use_gpu else 0.0, wait_for_resources, what="the run")
     recorder = open_train_run(config, tracking_uri, experiment, name, storage)
     recorder.logger.set_tags({"rlan.workers": workers, "rlan.use_gpu": use_gpu})
     callback = MlflowTrainCallback(recorder.tracking_uri, recorder.run_id)

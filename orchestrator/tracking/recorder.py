@@ -7,12 +7,12 @@ A RunRecorder owns, for all three:
   - logging each epoch once (step = epoch, 1-based): an epoch at or below the last one in MLflow is skipped
     (a restarted worker group re-reports from its checkpoint), a jump past it is recorded in `rlan.metrics_gap`;
     `record` queues epochs and `flush` sends them in one request, so a sweep can coalesce them;
-  - buffering through MLflow outages (RunLogger, orchestrator/tracking.py);
+  - buffering through MLflow outages (RunLogger, orchestrator/tracking/run_logger.py);
   - the learning curves, over the catalogue's curve keys (rlan/diagnostics.py): from the epochs it recorded
     when MLflow held none before it, else read back from the run;
   - the end-of-run artifacts: the resolved config, the learning curves, and what the final checkpoint folder
     holds (plots/*.png and the per-query tables that render_final_plots wrote, and checkpoint.pt).
-The callers are thin adapters: orchestrator/debug_run.py, orchestrator/train_run.py, orchestrator/trial_runs.py.
+The callers are thin adapters: orchestrator/runs/debug.py, orchestrator/runs/train.py, orchestrator/sweeps/trial_runs.py.
 """
 
 from __future__ import annotations
@@ -24,16 +24,12 @@ from typing import Any
 
 from mlflow import MlflowClient
 
-from orchestrator import plots
-from orchestrator.artifacts import local_checkpoint, log_plot_folder
-from orchestrator.tracking import (
-    MAX_PARAM_LENGTH,
-    RunLogger,
-    TrackingError,
-    resolve_tracking_uri,
-    sanitize_key,
-    with_retries,
-)
+from orchestrator.tracking import plots
+from orchestrator.tracking.artifacts import local_checkpoint, log_plot_folder
+from orchestrator.tracking.names import sanitize_key
+from orchestrator.tracking.retries import with_retries
+from orchestrator.tracking.run_logger import MAX_PARAM_LENGTH, RunLogger
+from orchestrator.tracking.uri import TrackingError, resolve_tracking_uri
 from rlan.config import RunConfig
 from rlan.diagnostics import curve_keys
 

@@ -1,7 +1,7 @@
 """The child runs of a sweep in MLflow: every call the sweep callback makes, run on its writer threads.
 
-`TrialRuns` is the half of MlflowSweepCallback (orchestrator/sweep_tracking.py) that talks to MLflow, through
-one RunRecorder per trial (orchestrator/recorder.py: open or re-attach by tags, each epoch once, gaps, curves,
+`TrialRuns` is the half of MlflowSweepCallback (orchestrator/sweeps/callback.py) that talks to MLflow, through
+one RunRecorder per trial (orchestrator/tracking/recorder.py: open or re-attach by tags, each epoch once, gaps, curves,
 end artifacts). What is the sweep's own: which results are metrics, when a trial's queued epochs are sent
 (coalesced), and what an outage or a refusal does to the sweep. The callback's other half runs on Tune's loop
 and only submits these calls (the module docstring there has the rules for outages, refusals and ordering).
@@ -18,10 +18,11 @@ from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.recorder import RunRecorder
-from orchestrator.tracking import TrackingRefused, TrackingUnavailable, with_retries
-from orchestrator.train_run import CHECKPOINT_RANK
-from orchestrator.trial_config import ARM_KEY, trial_config
+from orchestrator.runs.train import CHECKPOINT_RANK
+from orchestrator.sweeps.trial_config import ARM_KEY, trial_config
+from orchestrator.tracking.recorder import RunRecorder
+from orchestrator.tracking.retries import TrackingUnavailable, with_retries
+from orchestrator.tracking.uri import TrackingRefused
 from rlan.config import RunConfig
 
 _PYPLOT = threading.Lock()  # pyplot's figure registry is not thread-safe: the writers draw one at a time

@@ -1,5 +1,5 @@
 """A sweep comparison as records (one Trial per child run, ranked) and in its three forms: an aligned table,
-CSV and JSON. orchestrator/compare.py fills it from MLflow; orchestrator/compare_report.py writes its files."""
+CSV and JSON. orchestrator/comparison/compare.py fills it from MLflow; orchestrator/comparison/report.py writes its files."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """`rlan ablate`: every seed fix off vs on, through the sweep machinery (a Tune grid of arms x seeds).
 
-Arms (orchestrator/trial_config.py): all_off (the pre-fix baseline), all_on, and without_<fix> for each of
+Arms (orchestrator/sweeps/trial_config.py): all_off (the pre-fix baseline), all_on, and without_<fix> for each of
 the six fixes (all on except that one). Each arm runs once per seed; MLflow gets one parent run and a child
 per (arm, seed) with tag rlan.arm. The report compares all_on with each without_<fix> arm.
 """
@@ -11,9 +11,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.ablation_report import collect_trials, markdown, plot_arms, summarize, verdicts
-from orchestrator.sweep import SweepSettings, run_sweep
-from orchestrator.trial_config import ARM_KEY, ARMS
+from orchestrator.ablation.report import collect_trials, markdown, plot_arms, summarize, verdicts
+from orchestrator.sweeps.sweep import SweepSettings, run_sweep
+from orchestrator.sweeps.trial_config import ARM_KEY, ARMS
 from rlan.config import RunConfig
 
 

@@ -1,0 +1,1 @@
+"""`rlan ablate`: every seed fix off vs on across seeds, and its report."""

@@ -1,0 +1,63 @@
+"""The `rlan` command. Bad input exits 2 with one line; a training failure exits 1; no tracebacks.
+
+args.py builds the parser and checks flag values; runs.py runs `debug` and `train`; sweeps.py runs `sweep`,
+`resume`, `ablate` and `compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from orchestrator.cli.args import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, build_parser
+from orchestrator.cli.runs import cmd_debug, cmd_train
+from orchestrator.cli.sweeps import cmd_ablate, cmd_compare, cmd_resume, cmd_sweep
+
+COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "debug": cmd_debug,
+    "train": cmd_train,
+    "sweep": cmd_sweep,
+    "resume": cmd_resume,
+    "compare": cmd_compare,
+    "ablate": cmd_ablate,
+}
+
+
+def bad_input_errors() -> tuple[type[BaseException], ...]:
+    from orchestrator.cluster import ClusterError
+    from orchestrator.tracking.uri import TrackingError
+    from rlan.checkpoint import CheckpointError
+    from rlan.config import ConfigError
+    from rlan.data import DataError
+
+    return ConfigError, DataError, TrackingError, CheckpointError, ClusterError
+
+
+def cause_line(exc: BaseException, limit: int = 400) -> str:
+    """The line of an error message that names the cause: Tune wraps a trial's error in the whole
+    traceback text, whose first line says only 'Traceback (most recent call last):'."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return ""
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        return COMMANDS[args.command](args)
+    except bad_input_errors() as exc:
+        print(f"rlan {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"rlan {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a training failure: one line, details in the MLflow run's status
+        print(f"rlan {args.command}: failed: {type(exc).__name__}: {cause_line(exc)}", file=sys.stderr)
+        if os.environ.get("RLAN_TRACEBACK"):
+            raise
+        return EXIT_FAILURE

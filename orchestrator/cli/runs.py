@@ -1,0 +1,63 @@
+"""`rlan debug` and `rlan train`: one training run, in this process or on Ray Train workers."""
+
+from __future__ import annotations
+
+import argparse
+
+from orchestrator.cli.args import EXIT_OK, check_wait
+
+
+def reachable_tracking_uri(args: argparse.Namespace) -> str:
+    """The tracking URI of --tracking-uri (or the default), refused early when it cannot be reached."""
+    from orchestrator.tracking.uri import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    check_reachable(uri)
+    return uri
+
+
+def cmd_debug(args: argparse.Namespace) -> int:
+    from orchestrator.runs.debug import run_debug
+    from rlan.checkpoint import check_compatible, load_checkpoint
+    from rlan.config import load_config
+    from rlan.data import training_tasks
+
+    config = load_config(args.config, args.overrides)
+    training_tasks(config)  # bad data fails here, before a run is created
+    if args.resume_from:  # a bad checkpoint fails here too
+        check_compatible(load_checkpoint(args.resume_from), config.model, args.resume_from)
+    uri = reachable_tracking_uri(args)
+    run_id, _ = run_debug(
+        config, uri, args.experiment, args.run_name, echo=not args.quiet, resume_from=args.resume_from
+    )
+    print(f"MLflow run {run_id} in {uri}")
+    print(f"Browse: mlflow ui --backend-store-uri {uri}")
+    return EXIT_OK
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from orchestrator.runs.train import run_train
+    from rlan.config import ConfigError, load_config
+    from rlan.data import training_tasks
+
+    if args.workers < 1:
+        raise ConfigError(f"--workers {args.workers}: expected a whole number >= 1")
+    check_wait(args)
+    config = load_config(args.config, args.overrides)
+    training_tasks(config)
+    uri = reachable_tracking_uri(args)
+    run_id, _ = run_train(
+        config,
+        tracking_uri=uri,
+        experiment=args.experiment,
+        workers=args.workers,
+        use_gpu=args.gpu,
+        address=args.address,
+        wait_for_resources=args.wait_for_resources,
+        storage=args.storage,
+        name=args.name,
+        max_failures=args.max_failures,
+        echo=not args.quiet,
+    )
+    print(f"MLflow run {run_id} in {uri}")
+    return EXIT_OK

@@ -1,0 +1,1 @@
+"""`rlan compare`: a sweep's trials read back from MLflow, ranked, and written as a table, CSV, JSON and plots."""

@@ -1,0 +1,1 @@
+"""Single training runs: `rlan debug` in this process, `rlan train` on Ray Train workers."""

@@ -1,0 +1,1 @@
+"""MLflow for every run: the client with retries and buffering, the one recorder, artifacts and plots."""

@@ -1,6 +1,6 @@
 """(d) Orchestration overhead: one short training run four ways, each a fresh process, wall clock.
 
-- direct: rlan.engine.Trainer(config).fit() with no reporter (`python -m bench.orchestration --direct`)
+- direct: rlan.engine.fit(build(config)) with no reporter (`python -m bench.orchestration --direct`)
 - debug:  `rlan debug`                              (in-process, MLflow logging and artifacts)
 - train:  `rlan train --workers 1`                  (local Ray, one TorchTrainer worker)
 - sweep:  `rlan sweep --trials 1 --concurrency 1`   (local Ray, Tune + Optuna, one trial)
@@ -44,9 +44,9 @@ def commands(work: Path, rlan: str) -> dict[str, list[str]]:
 
 def run_direct() -> None:
     from rlan.config import load_config
-    from rlan.engine import Trainer
+    from rlan.engine import build, fit
 
-    Trainer(load_config(str(CONFIG), OVERRIDES)).fit()
+    fit(build(load_config(str(CONFIG), OVERRIDES)))
 
 
 def measure(repeats: int = 1, timeout: float = 900.0) -> dict:

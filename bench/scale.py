@@ -59,11 +59,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def real_epoch_keys() -> list[str]:
     """The metric keys one real epoch of the base config reports (a few seconds of real training)."""
     from rlan.config import load_config
-    from rlan.engine import Trainer
+    from rlan.engine import build, fit
 
     small = ["training.max_epochs=1", "data.samples_per_task=2", "logging.progress=false"]
     small += ["evaluation.max_tasks=1", "evaluation.heldout_max_tasks=1"]
-    return sorted(Trainer(load_config(str(CONFIG), small)).fit())
+    return sorted(fit(build(load_config(str(CONFIG), small))))
 
 
 def normalised(knob, value) -> float:

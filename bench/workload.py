@@ -14,9 +14,9 @@ import torch
 from rlan.config import DataConfig, ModelConfig, TrainingConfig
 from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, load_tasks
 from rlan.data.constants import MAX_GRID_SIDE, OUTSIDE, PAD
-from rlan.engine import param_groups
 from rlan.losses import RLANLoss
 from rlan.model import RLAN, ModelStages, run_on_batch
+from rlan.train_state import param_groups
 
 # Every staged module on, LoRA deltas at the stable_dev scale: the most expensive (and final) stage.
 STAGES = ModelStages(delta_scale=0.05)

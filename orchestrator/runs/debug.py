@@ -9,9 +9,9 @@ from tqdm.auto import tqdm
 from orchestrator.tracking.artifacts import render_final_plots, summary_table
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.uri import run_tags
+from rlan import engine
 from rlan.config import RunConfig
 from rlan.diagnostics import EPOCH_LINE_KEYS
-from rlan.engine import Hooks, Trainer
 
 
 def epoch_line(epoch: int, total: int, metrics: dict[str, float]) -> str:
@@ -45,7 +45,6 @@ def run_debug(
     tracking_uri: str,
     experiment: str | None = None,
     run_name: str | None = None,
-    hooks: Hooks | None = None,
     echo: bool = True,
     resume_from: str | None = None,
 ) -> tuple[str, dict[str, float]]:
@@ -59,17 +58,17 @@ def run_debug(
     )
     reporter = MlflowReporter(recorder, config.training.max_epochs, echo)
     with recorder, tempfile.TemporaryDirectory(prefix="rlan-debug-") as scratch:
-        trainer = Trainer(config, reporter, checkpoint_root=scratch, hooks=hooks, progress=echo)
+        state = engine.build(config)
         if resume_from:
-            trainer.resume(resume_from)
-            recorder.start_after(trainer.epoch)
+            engine.resume(state, resume_from)
+            recorder.start_after(state.epoch)
             recorder.logger.set_tags({"rlan.resumed_from": str(resume_from)})
-        metrics = trainer.fit()
+        metrics = engine.fit(state, reporter, checkpoint_root=scratch, progress=echo)
         reporter.close()
         # The same end artifacts as a Train run: plots rendered into the final checkpoint folder, then logged.
         final = reporter.last_checkpoint
         if final:
-            render_final_plots(trainer, final)
+            render_final_plots(state, final)
         recorder.log_end_artifacts(final)
     print(summary_table(metrics))
     return recorder.run_id, metrics

@@ -31,8 +31,9 @@ from orchestrator.runs.train_tracking import (
 )
 from orchestrator.tracking.artifacts import render_final_plots, summary_table
 from orchestrator.tracking.recorder import ERROR_TAG
-from rlan.config import RunConfig, config_from_dict, with_absolute_paths
-from rlan.engine import Trainer
+from rlan import engine
+from rlan.config import RunConfig, with_absolute_paths
+from rlan.engine import TrainState
 
 # Ray Train ranks checkpoints by this key when a sweep keeps its best ones: the sweep metric on evaluated
 # epochs, the worst value otherwise. Ray logs an error for every report that lacks the key, and an epoch
@@ -46,7 +47,7 @@ class RayReporter:
 
     def __init__(self, world_size: int, rank_by: tuple[str, str] | None = None):
         self.world_size, self.rank_by = world_size, rank_by
-        self.trainer: Trainer | None = None  # set once the Trainer exists, for the final plots
+        self.state: TrainState | None = None  # set once built, for the final plots
 
     def rank(self, metrics: dict[str, float]) -> dict[str, float]:
         """{CHECKPOINT_RANK: the sweep metric, or the worst value on an epoch without it}; {} if not ranked."""
@@ -59,9 +60,9 @@ class RayReporter:
         return {CHECKPOINT_RANK: float(value)}
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
-        trainer = self.trainer
-        if checkpoint_dir and trainer is not None and epoch + 1 == trainer.config.training.max_epochs:
-            render_final_plots(trainer, checkpoint_dir)
+        state = self.state
+        if checkpoint_dir and state is not None and epoch + 1 == state.config.training.max_epochs:
+            render_final_plots(state, checkpoint_dir)
         checkpoint = Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None  # rank 0 only
         report = {**metrics, **self.rank(metrics), "world_size": float(self.world_size)}
         ray.train.report(report, checkpoint=checkpoint)
@@ -72,32 +73,30 @@ def wrap_ddp(model: torch.nn.Module) -> torch.nn.Module:
     return ray.train.torch.prepare_model(model, parallel_strategy_kwargs={"find_unused_parameters": True})
 
 
-def worker_trainer(loop_config: dict[str, Any]) -> Trainer:
-    """The engine's Trainer on this Train worker, resumed from Ray's latest checkpoint when there is one.
+def worker_state(loop_config: dict[str, Any]) -> tuple[TrainState, RayReporter]:
+    """The engine's state on this Train worker, resumed from Ray's latest checkpoint when there is one.
 
-    loop_config = {"config": RunConfig.to_dict(), "progress": bool, "rank_by": [metric, mode] or None};
-    the engine shards the data itself.
+    loop_config = {"config": RunConfig, "rank_by": (metric, mode) or None}: Ray pickles it to the workers,
+    so the config arrives as the typed object it left as; the engine shards the data itself.
     """
-    config = config_from_dict(loop_config["config"], "train loop config")
+    config: RunConfig = loop_config["config"]
     context = ray.train.get_context()
     rank, world_size = context.get_world_rank(), context.get_world_size()
     rank_by = loop_config.get("rank_by")
     reporter = RayReporter(world_size, tuple(rank_by) if rank_by else None)
-    trainer = Trainer(
+    state = engine.build(
         config,
-        reporter,
         device=ray.train.torch.get_device(),
         rank=rank,
         world_size=world_size,
         wrap_model=wrap_ddp if world_size > 1 else None,
-        progress=bool(loop_config.get("progress")) and rank == 0,
     )
-    reporter.trainer = trainer
+    reporter.state = state
     checkpoint = ray.train.get_checkpoint()  # every rank gets it and loads the same state
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            trainer.resume(directory)
-    return trainer
+            engine.resume(state, directory)
+    return state, reporter
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -106,11 +105,12 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     A run resumed after its last epoch was checkpointed (a sweep stopped between that checkpoint and Tune
     or MLflow taking the epoch's report) reports that epoch again, so that the trial ends "completed" with
     its score rather than with no result; the MLflow callbacks skip an epoch they already logged."""
-    trainer = worker_trainer(loop_config)
-    if trainer.epoch >= trainer.config.training.max_epochs and trainer.last_metrics:
-        trainer.reporter.report(trainer.epoch - 1, trainer.last_metrics, None)
+    state, reporter = worker_state(loop_config)
+    if state.epoch >= state.config.training.max_epochs and state.last_metrics:
+        reporter.report(state.epoch - 1, state.last_metrics, None)
     else:
-        trainer.fit()
+        progress = bool(loop_config.get("progress")) and state.rank == 0
+        engine.fit(state, reporter, progress=progress)
 
 
 def build_torch_trainer(
@@ -137,7 +137,7 @@ def build_torch_trainer(
         resources["GPU"] = 1 if gpus_per_worker is None else gpus_per_worker
     return TorchTrainer(
         train_loop_per_worker,
-        train_loop_config={"config": config.to_dict(), "progress": progress, "rank_by": keep_best},
+        train_loop_config={"config": config, "progress": progress, "rank_by": keep_best},
         scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu, resources_per_worker=resources),
         run_config=ray.train.RunConfig(
             name=name,

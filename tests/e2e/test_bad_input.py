@@ -12,7 +12,7 @@ two cases at a time (none may write, and each case's own copy proves it did not)
 
 Sweep cases must also fail fast, before Ray: under 15 s of the child's own CPU time (wall time is only
 bounded loosely, for loaded machines). Checkpoints: `rlan debug --resume-from` is checked through the CLI;
-the library calls that `rlan train` uses on resume (`load_checkpoint`, `Trainer.resume`) are checked directly.
+the library calls that `rlan train` uses on resume (`load_checkpoint`, `rlan.engine.resume`) are checked directly.
 """
 
 from __future__ import annotations
@@ -245,18 +245,18 @@ def test_damaged_checkpoint_is_one_line_checkpoint_error(store, saved_checkpoint
 
 @pytest.mark.slow
 def test_checkpoint_from_an_incompatible_config_is_refused(store, saved_checkpoint, tmp_path):
+    from rlan import engine
     from rlan.checkpoint import CheckpointError
     from rlan.config import load_config
-    from rlan.engine import Trainer
 
     shutil.copy(saved_checkpoint, tmp_path / "checkpoint.pt")
     wider = load_config(CONFIG, [*TINY, "model.hidden_dim=24", "logging.progress=false"])
-    trainer = Trainer(wider)
+    state = engine.build(wider)
     with pytest.raises(CheckpointError) as error:
-        trainer.resume(tmp_path)
+        engine.resume(state, tmp_path)
     line = _one_line(error.value)
     assert str(tmp_path) in line and "another model config (differs in model.hidden_dim:" in line
-    assert trainer.epoch == 0, "nothing was loaded"
+    assert state.epoch == 0, "nothing was loaded"
     assert_store_intact(store["uri"], store)
 
 

@@ -4,9 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from rlan import engine
 from rlan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlan.diagnostics import EPOCH_LINE_KEYS, METRICS
-from rlan.engine import Hooks, Trainer
+from rlan.losses import RLANLoss
+from rlan.schedule import stages_at
 from tests.conftest import tiny
 
 
@@ -18,16 +20,42 @@ class Collect:
         self.reports.append((epoch, dict(metrics), checkpoint_dir))
 
 
-def _params(trainer):
-    return [p.detach().clone() for p in trainer.core.parameters()]
+def _params(state):
+    return [p.detach().clone() for p in state.core.parameters()]
+
+
+class Poisoned:
+    """The real RLANLoss, with chosen batches (counted from 0) made non-finite: the total itself, or only the
+    gradients, through a term of value 0 whose derivative is infinite (sqrt at 0). The test seam of the
+    NaN guard: the production loop has no hooks."""
+
+    def __init__(self, config, bad_loss=(), bad_grads=()):
+        self.real, self.bad_loss, self.bad_grads, self.calls = (
+            RLANLoss(config.training),
+            bad_loss,
+            bad_grads,
+            0,
+        )
+
+    def __call__(self, out, batch):
+        losses, index = self.real(out, batch), self.calls
+        self.calls += 1
+        if index in self.bad_loss:
+            losses["total"] = losses["total"] * float("nan")
+        if index in self.bad_grads:
+            logits = out.logits
+            losses["total"] = losses["total"] + torch.sqrt(logits - logits.detach()).sum()
+        return losses
+
+
+def _epoch(state, epoch=0):
+    return engine.train_epoch(state, epoch, stages_at(state.config, epoch))
 
 
 def test_a_run_reports_every_epoch_with_the_documented_diagnostics(tmp_path):
     reporter = Collect()
-    trainer = Trainer(
-        tiny("training.output_equivariance_training.enabled=true"), reporter, checkpoint_root=tmp_path
-    )
-    trainer.fit()
+    state = engine.build(tiny("training.output_equivariance_training.enabled=true"))
+    engine.fit(state, reporter, checkpoint_root=tmp_path)
     assert [e for e, _, _ in reporter.reports] == [0, 1]
     for _, metrics, _ in reporter.reports:
         for key in [
@@ -72,24 +100,17 @@ def test_a_run_reports_every_epoch_with_the_documented_diagnostics(tmp_path):
 
 
 def test_nan_loss_and_inf_gradients_are_skipped_and_counted():
-    def bad_loss(epoch, index, total):
-        return total * float("inf") if (epoch, index) == (0, 1) else total
-
-    def bad_grads(epoch, index, model):
-        if (epoch, index) == (0, 2):
-            next(model.parameters()).grad.fill_(float("nan"))
-
     reporter = Collect()
     config = tiny("training.max_epochs=1", "training.grad_accumulation_steps=2")
-    trainer = Trainer(config, reporter, hooks=Hooks(after_loss=bad_loss, after_backward=bad_grads))
-    before = _params(trainer)
-    trainer.fit()
+    poisoned = Poisoned(config, bad_loss={1}, bad_grads={2})
+    state = engine.build(config, loss_fn=poisoned)
+    before = _params(state)
+    engine.fit(state, reporter)
     metrics = reporter.reports[0][1]
+    assert poisoned.calls >= 3  # both bad batches were reached
     assert metrics["nan_batches"] == 2 and metrics["nan_streak_max"] == 2
-    assert all(torch.isfinite(p).all() for p in trainer.core.parameters())
-    assert any(
-        not torch.equal(a, b) for a, b in zip(before, trainer.core.parameters())
-    )  # good batches stepped
+    assert all(torch.isfinite(p).all() for p in state.core.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(before, state.core.parameters()))  # good batches stepped
 
 
 def test_good_microbatch_gradients_survive_a_bad_one_in_the_same_window():
@@ -101,80 +122,74 @@ def test_good_microbatch_gradients_survive_a_bad_one_in_the_same_window():
         "data.samples_per_task=2",
         "training.batch_size=1",
     )
-    trainer = Trainer(config, hooks=Hooks(after_loss=lambda e, i, t: t * float("nan") if i == 1 else t))
-    before = _params(trainer)
-    outcome = trainer.train_epoch(0)
+    state = engine.build(config, loss_fn=Poisoned(config, bad_loss={1}))
+    before = _params(state)
+    outcome = _epoch(state)
     assert outcome["nan_batches"] == 1
-    assert any(not torch.equal(a, b) for a, b in zip(before, trainer.core.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(before, state.core.parameters()))
 
 
 def test_the_epoch_aborts_after_nan_batches_abort():
     config = tiny("training.max_epochs=1", "training.nan_batches_abort=2")
-    trainer = Trainer(config, hooks=Hooks(after_loss=lambda e, i, t: t * float("nan")))
-    before = _params(trainer)
-    metrics = trainer.train_epoch(0)
+    state = engine.build(config, loss_fn=Poisoned(config, bad_loss=range(1000)))
+    before = _params(state)
+    metrics = _epoch(state)
     assert metrics["nan_batches"] == 2 and metrics["epoch_aborted"] == 1.0
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.core.parameters()))
+    assert all(torch.equal(a, b) for a, b in zip(before, state.core.parameters()))
 
 
 def test_resume_continues_exactly(tmp_path):
     config = tiny("model.dropout=0.1", "training.output_equivariance_training.enabled=true")
-    straight = Trainer(config)
-    straight.fit()
+    straight = engine.build(config)
+    engine.fit(straight)
 
-    first = Trainer(
+    first = engine.build(
         config.model_copy(update={"training": config.training.model_copy(update={"max_epochs": 1})})
     )
-    first.fit()
-    save_checkpoint(tmp_path, first.state_dict())
-    resumed = Trainer(config)
-    resumed.resume(tmp_path)
+    engine.fit(first)
+    save_checkpoint(tmp_path, engine.state_dict(first))
+    resumed = engine.build(config)
+    engine.resume(resumed, tmp_path)
     assert resumed.epoch == 1
     assert resumed.last_metrics == first.history[-1]  # what a run resumed after its last epoch reports again
-    resumed.fit()
+    engine.fit(resumed)
     for a, b in zip(straight.core.parameters(), resumed.core.parameters()):
         assert torch.allclose(a, b, atol=1e-6)
 
 
 def test_evaluation_leaves_training_state_alone():
-    trainer = Trainer(tiny("training.max_epochs=1"))
-    trainer.model.train()
-    before = _params(trainer)
+    state = engine.build(tiny("training.max_epochs=1"))
+    state.model.train()
+    before = _params(state)
     rng = torch.get_rng_state()
-    trainer.evaluation.run(trainer.core, trainer_stages(trainer), {"train/entropy": 1.0})
-    assert trainer.core.training
-    assert all(torch.equal(a, b) for a, b in zip(before, trainer.core.parameters()))
+    engine.evaluate(state, stages_at(state.config, 0), {"train/entropy": 1.0})
+    assert state.core.training
+    assert all(torch.equal(a, b) for a, b in zip(before, state.core.parameters()))
     assert torch.equal(rng, torch.get_rng_state())
 
 
-def trainer_stages(trainer):
-    from rlan.schedule import stages_at
-
-    return stages_at(trainer.config, 0)
-
-
 def test_checkpoint_from_another_model_config_is_refused(tmp_path):
-    trainer = Trainer(tiny())
-    save_checkpoint(tmp_path, trainer.state_dict())
-    other = Trainer(tiny("model.hidden_dim=24"))
+    state = engine.build(tiny())
+    save_checkpoint(tmp_path, engine.state_dict(state))
+    other = engine.build(tiny("model.hidden_dim=24"))
     with pytest.raises(CheckpointError, match="differs in model.hidden_dim"):
-        other.resume(tmp_path)
+        engine.resume(other, tmp_path)
 
 
 def test_truncated_checkpoint_is_one_clear_error(tmp_path):
-    trainer = Trainer(tiny())
-    path = save_checkpoint(tmp_path, trainer.state_dict())
+    state = engine.build(tiny())
+    path = save_checkpoint(tmp_path, engine.state_dict(state))
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path)
 
 
 def test_parameter_groups_do_not_decay_norms_biases_or_tables():
-    trainer = Trainer(tiny())
-    decay, no_decay = trainer.optimizer.param_groups
+    state = engine.build(tiny())
+    decay, no_decay = state.optimizer.param_groups
     assert decay["weight_decay"] > 0 and no_decay["weight_decay"] == 0
     assert all(p.dim() >= 2 for p in decay["params"])
     assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == sum(
-        p.numel() for p in trainer.core.parameters()
+        p.numel() for p in state.core.parameters()
     )
-    assert np.isfinite(trainer.steps_per_epoch)
+    assert np.isfinite(state.steps_per_epoch)

@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 
+from rlan import engine
 from rlan.config import load_config
-from rlan.engine import Trainer
 
 
 def write_recolour_task(folder, seed: int = 0) -> None:
@@ -44,10 +44,9 @@ def test_a_tiny_model_learns_a_trivial_task_to_full_exact_match(tmp_path):
             "logging.progress=false",
         ],
     )
-    history = []
-    trainer = Trainer(config)
-    trainer.reporter.report = lambda epoch, metrics, directory: history.append(metrics)
-    trainer.fit()
+    state = engine.build(config)
+    engine.fit(state)
+    history = state.history
     assert history[0]["train/exact_match"] < 0.5  # it starts out wrong...
     assert history[-1]["train/exact_match"] == 1.0  # ...and ends right, on every training query
     assert history[-1]["heldout/exact_match"] == 1.0  # and on the unseen test pairs

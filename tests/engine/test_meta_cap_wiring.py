@@ -8,8 +8,10 @@ task term (value and gradient alike); everything else, cap included, is the unmo
 import pytest
 import torch
 
+from rlan import engine
 from rlan.config import load_config
-from rlan.engine import Hooks, Trainer
+from rlan.engine import TrainState
+from rlan.losses import RLANLoss
 from rlan.model import run_on_batch
 from rlan.schedule import stages_at
 
@@ -59,22 +61,25 @@ class SteeredLoss:
         return losses
 
 
-def make_trainer(target: float, hooks: Hooks | None = None) -> tuple[Trainer, SteeredLoss]:
+def make_state(target: float) -> tuple[TrainState, SteeredLoss]:
     config = load_config("configs/rlan_stable_dev.yaml", SMALL_STABLE_DEV)
-    trainer = Trainer(config, hooks=hooks, progress=False)
-    assert len(trainer.loader) == 1  # one batch: the epoch means are that batch's values
-    steered = SteeredLoss(trainer.loss_fn, target)
-    trainer.loss_fn = steered
-    return trainer, steered
+    steered = SteeredLoss(RLANLoss(config.training), target)
+    state = engine.build(config, loss_fn=steered)
+    assert len(state.loader) == 1  # one batch: the epoch means are that batch's values
+    return state, steered
+
+
+def one_epoch(state: TrainState) -> dict[str, float]:
+    return engine.train_epoch(state, 0, stages_at(state.config, 0))
 
 
 @pytest.mark.parametrize("target", [1.0, 0.09, 0.0012])
 def test_logged_cap_factor_is_the_seeds_formula_of_the_seeds_inputs(target):
-    trainer, _ = make_trainer(target)
-    t = trainer.config.training
+    state, _ = make_state(target)
+    t = state.config.training
     assert (t.loo_training.loss_weight, t.equivariance_training.loss_weight) == (0.05, 0.01)
     assert t.meta_escalation.meta_loss_cap_ratio == 0.25 and t.meta_escalation.meta_loss_cap_inputs == "seed"
-    metrics = trainer.train_epoch(0)
+    metrics = one_epoch(state)
     assert metrics["train/task_loss"] == pytest.approx(target, rel=1e-5)
     seen = target + t.lambda_sparsity * metrics["train/min_clue_loss"]  # the seed's task loss holds the hinge
     expected = seed_factor(seen, [0.05, 0.01], 0.25)  # output equivariance is capped, not counted
@@ -84,33 +89,36 @@ def test_logged_cap_factor_is_the_seeds_formula_of_the_seeds_inputs(target):
 
 
 def test_active_inputs_are_kept_as_an_option():
-    trainer, _ = make_trainer(0.09)
-    trainer.meta.config = trainer.config.model_copy(deep=True)
-    trainer.meta.config.training.meta_escalation.meta_loss_cap_inputs = "active"
-    metrics = trainer.train_epoch(0)
+    state, _ = make_state(0.09)
+    state.meta.config = state.config.model_copy(deep=True)
+    state.meta.config.training.meta_escalation.meta_loss_cap_inputs = "active"
+    metrics = one_epoch(state)
     assert metrics["meta/cap_factor"] == pytest.approx(seed_factor(0.09, [0.05, 0.01, 0.02], 0.25), rel=1e-6)
 
 
 def test_the_factor_scales_the_meta_gradients_in_the_backward():
+    state, steered = make_state(0.06)
+    params = [p for p in state.core.parameters() if p.requires_grad]
     seen: dict = {}
 
-    def after_backward(epoch, index, core):
-        params = [p for p in core.parameters() if p.requires_grad]
-        seen["actual"] = [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in params]
-        stages = stages_at(trainer.config, epoch)
-        with torch.enable_grad():
-            out = run_on_batch(core, steered.batch, stages)
-            losses = trainer.loss_fn(out, steered.batch)
-            terms = trainer.meta.compute(core, steered.batch, out, stages, epoch, index)
-            meta = sum(w * loss for w, loss in terms.values())
-            base_grads = torch.autograd.grad(losses["total"], params, retain_graph=True, allow_unused=True)
-            meta_grads = torch.autograd.grad(meta, params, allow_unused=True)
-        zero = [torch.zeros_like(p) for p in params]
-        seen["base"] = [g if g is not None else z for g, z in zip(base_grads, zero)]
-        seen["meta"] = [g if g is not None else z for g, z in zip(meta_grads, zero)]
+    def after_backward(grads):  # torch's own hook: once, when the step's backward has every gradient
+        seen["actual"] = [g.clone() if g is not None else torch.zeros_like(p) for g, p in zip(grads, params)]
+        seen["weights"] = {k: v.clone() for k, v in state.core.state_dict().items()}  # before the step
 
-    trainer, steered = make_trainer(0.06, Hooks(after_backward=after_backward))
-    metrics = trainer.train_epoch(0)
+    handle = torch.autograd.graph.register_multi_grad_hook(params, after_backward, mode="all")
+    metrics = one_epoch(state)
+    handle.remove()
+    state.core.load_state_dict(seen["weights"])  # recompute both parts of the gradient at those weights
+    stages = stages_at(state.config, 0)
+    out = run_on_batch(state.core, steered.batch, stages)
+    losses = state.loss_fn(out, steered.batch)
+    terms = state.meta.compute(state.core, steered.batch, out, stages, 0, 0)
+    meta = sum(w * loss for w, loss in terms.values())
+    base_grads = torch.autograd.grad(losses["total"], params, retain_graph=True, allow_unused=True)
+    meta_grads = torch.autograd.grad(meta, params, allow_unused=True)
+    zero = [torch.zeros_like(p) for p in params]
+    seen["base"] = [g if g is not None else z for g, z in zip(base_grads, zero)]
+    seen["meta"] = [g if g is not None else z for g, z in zip(meta_grads, zero)]
     factor = metrics["meta/cap_factor"]
     assert 0.05 < factor < 0.9  # the cap bites
     expected = [b + factor * m for b, m in zip(seen["base"], seen["meta"])]

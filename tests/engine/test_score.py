@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from rlan import engine
 from rlan.diagnostics import SCORE_TIE_WEIGHT, selection_score
-from rlan.engine import Trainer
+from rlan.schedule import stages_at
 from tests.conftest import tiny
 
 
@@ -35,16 +36,22 @@ def test_exact_match_first_then_heldout_nll_and_never_the_training_loss():
 def test_identical_heldout_predictions_score_the_same_whatever_the_regulariser_weights():
     # A high target std and a low threshold, so both regularisers are active; their weights differ 10x.
     common = ["training.clue_target_variance=3.0", "training.stop_saturation_threshold=0.05"]
-    small = Trainer(
+    small = engine.build(
         tiny(*common, "training.clue_variance_weight=0.1", "training.stop_saturation_weight=0.05")
     )
-    large = Trainer(tiny(*common, "training.clue_variance_weight=1.0", "training.stop_saturation_weight=0.5"))
+    large = engine.build(
+        tiny(*common, "training.clue_variance_weight=1.0", "training.stop_saturation_weight=0.5")
+    )
+    stages = stages_at(small.config, 0)
     start = {k: v.clone() for k, v in small.core.state_dict().items()}
     assert all(torch.equal(v, large.core.state_dict()[k]) for k, v in start.items())
-    small_train, large_train = small.train_epoch(0), large.train_epoch(0)
+    small_train, large_train = engine.train_epoch(small, 0, stages), engine.train_epoch(large, 0, stages)
     assert large_train["train/loss"] > small_train["train/loss"] + 0.1
-    for trainer in (small, large):  # the same weights, hence the same held-out predictions
-        trainer.core.load_state_dict(start)
-    small_eval, large_eval = small.evaluate(0, small_train), large.evaluate(0, large_train)
+    for state in (small, large):  # the same weights, hence the same held-out predictions
+        state.core.load_state_dict(start)
+    small_eval, large_eval = (
+        engine.evaluate(small, stages, small_train),
+        engine.evaluate(large, stages, large_train),
+    )
     assert small_eval["heldout/nll"] == large_eval["heldout/nll"] > 0
     assert small_eval["score"] == large_eval["score"]

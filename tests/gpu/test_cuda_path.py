@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 
 from bench.workload import Shape, TrainStep, build_model, move_to, real_batches
+from rlan import engine
 from rlan.checkpoint import load_checkpoint, save_checkpoint
-from rlan.engine import Trainer
 from rlan.model import fused
 from tests.conftest import tiny
 
@@ -58,11 +58,11 @@ def test_the_fused_cpu_ops_give_way_to_plain_ones_off_the_cpu_and_under_autocast
 @pytest.mark.parametrize("device", DEVICES)
 def test_a_checkpoint_saved_on_the_device_loads_and_resumes_on_the_cpu(device, tmp_path):
     config = tiny()
-    trainer = Trainer(config, device=torch.device(device), progress=False)
-    save_checkpoint(tmp_path, trainer.state_dict())
-    state = load_checkpoint(tmp_path)
-    assert all(t.device.type == "cpu" for t in state["model"].values())
-    on_cpu = Trainer(config, device=torch.device("cpu"), progress=False)
-    on_cpu.resume(tmp_path)
+    on_device = engine.build(config, device=torch.device(device))
+    save_checkpoint(tmp_path, engine.state_dict(on_device))
+    saved = load_checkpoint(tmp_path)
+    assert all(t.device.type == "cpu" for t in saved["model"].values())
+    on_cpu = engine.build(config, device=torch.device("cpu"))
+    engine.resume(on_cpu, tmp_path)
     for name, value in on_cpu.core.state_dict().items():
-        torch.testing.assert_close(value, trainer.core.state_dict()[name].cpu(), msg=name)
+        torch.testing.assert_close(value, on_device.core.state_dict()[name].cpu(), msg=name)

@@ -14,10 +14,11 @@ from ray.train import WorkerGroupError
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 
-from orchestrator.runs.train import failure_line, run_train, worker_trainer
+from orchestrator.runs.train import failure_line, run_train, worker_state
 from orchestrator.runs.train_tracking import MlflowTrainCallback
 from orchestrator.tracking.names import sanitize_key
 from orchestrator.tracking.run_logger import RunLogger
+from rlan import engine
 from rlan.data import ArcTrainingDataset, make_train_loader, set_loader_epoch, training_tasks
 from tests.conftest import tiny
 
@@ -72,10 +73,10 @@ def test_two_workers_log_all_reduced_metrics_once_per_epoch(local_ray, tmp_path,
 
 
 def fit_and_save_weights(loop_config: dict) -> None:
-    trainer = worker_trainer(loop_config)
-    trainer.fit()
-    weights = torch.cat([p.detach().flatten() for p in trainer.core.parameters()])
-    torch.save(weights, Path(loop_config["out"]) / f"rank{trainer.rank}.pt")
+    state, reporter = worker_state(loop_config)
+    engine.fit(state, reporter)
+    weights = torch.cat([p.detach().flatten() for p in state.core.parameters()])
+    torch.save(weights, Path(loop_config["out"]) / f"rank{state.rank}.pt")
 
 
 @pytest.mark.slow
@@ -94,7 +95,7 @@ def test_ranks_keep_identical_weights_with_staged_modules_and_meta_losses(local_
     cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
     TorchTrainer(
         fit_and_save_weights,
-        train_loop_config={"config": config.to_dict(), "out": str(tmp_path)},
+        train_loop_config={"config": config, "out": str(tmp_path)},
         scaling_config=ray.train.ScalingConfig(num_workers=2),
         run_config=ray.train.RunConfig(name="identical", storage_path=str(tmp_path / "ray")),
     ).fit()

@@ -14,6 +14,8 @@ from collections.abc import Callable, Sequence
 from orchestrator.cli.args import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, build_parser
 from orchestrator.cli.runs import cmd_debug, cmd_train
 from orchestrator.cli.sweeps import cmd_ablate, cmd_compare, cmd_resume, cmd_sweep
+from orchestrator.environment import check_environment
+from orchestrator.tracking.retries import configure_http_retries
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "debug": cmd_debug,
@@ -49,6 +51,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
+        check_environment()
+        configure_http_retries()  # MLflow's own HTTP retries, shortened for every client this command opens
         return COMMANDS[args.command](args)
     except bad_input_errors() as exc:
         print(f"rlan {args.command}: error: {exc}", file=sys.stderr)

@@ -32,7 +32,6 @@ import os
 import zlib
 from functools import partial
 from types import SimpleNamespace
-from typing import Any
 
 from ray.tune import Callback
 
@@ -40,6 +39,7 @@ from orchestrator.sweeps.trial_runs import TrialRuns
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.serial_writer import SerialWriter
 from orchestrator.tracking.uri import TrackingRefused
+from rlan.config import RunConfig
 
 
 def is_unhealthy(result: dict, nan_batches_abort: int) -> bool:
@@ -63,7 +63,7 @@ class MlflowSweepCallback(TrialRuns, Callback):
         experiment_name: str,
         sweep_name: str,
         parent_run_id: str,
-        base_config: dict[str, Any],
+        base_config: RunConfig,
         metric: str,
         nan_batches_abort: int,
         log_checkpoints: bool = False,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -56,30 +55,31 @@ class HealthStopper(Stopper):
         return False
 
 
-def trial_driver(knobs: dict, base_config: dict, settings: dict) -> None:
-    """One trial: the base config with the sampled knobs, trained by a Ray Train run that reports to Tune."""
+def trial_driver(knobs: dict, base_config: RunConfig, settings: SweepSettings) -> None:
+    """One trial: the base config with the sampled knobs, trained by a Ray Train run that reports to Tune.
+    The typed config and settings reach the trial through Ray's object store (pickled once, by Ray)."""
     from ray.tune.integration.ray_train import TuneReportCallback
 
     config = trial_config(base_config, knobs)
     trial_id = tune.get_context().get_trial_id()
-    gpus = settings["gpus_per_trial"] / settings["workers_per_trial"]
+    gpus = settings.gpus_per_trial / settings.workers_per_trial
     trainer = build_torch_trainer(
         config,
         name=f"trial-{trial_id}",
-        storage=f"{settings['storage'].rstrip('/')}/{settings['name']}/train",
-        workers=settings["workers_per_trial"],
+        storage=f"{settings.sweep_dir}/train",
+        workers=settings.workers_per_trial,
         use_gpu=gpus > 0,
-        cpus_per_worker=settings["cpus_per_worker"],
+        cpus_per_worker=settings.cpus_per_worker,
         gpus_per_worker=gpus or None,
-        max_failures=settings["max_failures"],
-        keep_best=(settings["metric"], settings["mode"]),  # retention never deletes the best epoch
+        max_failures=settings.max_failures,
+        keep_best=(settings.metric, settings.mode),  # retention never deletes the best epoch
         callbacks=[TuneReportCallback()],
     )
     trainer.fit()
 
 
 def make_trainable(base: RunConfig, settings: SweepSettings):
-    trainable = tune.with_parameters(trial_driver, base_config=base.to_dict(), settings=asdict(settings))
+    trainable = tune.with_parameters(trial_driver, base_config=base, settings=settings)
     return tune.with_resources(trainable, DRIVER_RESOURCES)
 
 
@@ -144,7 +144,7 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
         settings.experiment,
         settings.name,
         settings.parent_run_id,
-        base.to_dict(),
+        base,
         settings.metric,
         base.training.nan_batches_abort,
         settings.log_checkpoints,

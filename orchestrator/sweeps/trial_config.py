@@ -50,8 +50,7 @@ def arm_overrides(arm: str) -> dict[str, Any]:
 ARMS = ["all_off", "all_on", *[f"without_{fix}" for fix in FIXES]]
 
 
-def trial_config(base: RunConfig | dict, knobs: dict[str, Any]) -> RunConfig:
-    base = base if isinstance(base, RunConfig) else RunConfig.model_validate(base)
+def trial_config(base: RunConfig, knobs: dict[str, Any]) -> RunConfig:
     knobs = dict(knobs)
     arm = knobs.pop(ARM_KEY, None)
     flat = {**(arm_overrides(arm) if arm else {}), **knobs}

@@ -13,10 +13,10 @@ from typing import Any, TypeVar
 
 from mlflow.exceptions import MlflowException
 
+from orchestrator.environment import env_number
 from orchestrator.tracking.uri import TRANSIENT_STATUSES, TrackingError, TrackingRefused, refused_line
 
 RETRY_ENV, BUFFER_ENV = "RLAN_MLFLOW_RETRY_S", "RLAN_MLFLOW_BUFFER_METRICS"
-DEFAULT_RETRY_S, DEFAULT_BUFFER_METRICS = 60.0, 100_000
 # MLflow's own per-call HTTP retries, shortened so that RETRY_ENV bounds the whole wait (see the docstring).
 LIBRARY_RETRIES = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
@@ -38,18 +38,8 @@ def configure_http_retries() -> None:
         os.environ.setdefault(name, value)
 
 
-configure_http_retries()  # read by MLflow at each request, in every process that imports this module
-
-
-def _env_float(name: str, default: float) -> float:
-    try:
-        return max(0.0, float(os.environ.get(name, default)))
-    except ValueError:
-        return default
-
-
 def retry_budget_s() -> float:
-    return _env_float(RETRY_ENV, DEFAULT_RETRY_S)
+    return env_number(RETRY_ENV)
 
 
 _ERROR_STATUS = re.compile(r"failed with error code (\d{3})")
@@ -98,6 +88,7 @@ def with_retries(
     """call(*args, **kwargs), retried with growing waits while it fails transiently, for budget_s seconds at most
     (default RLAN_MLFLOW_RETRY_S; 0 means one attempt); then TrackingUnavailable. A refusal (401, 403, a login
     page) raises TrackingRefused at once: no wait makes a missing credential appear."""
+    configure_http_retries()  # before MLflow's first request in this process (it reads them per request)
     budget = retry_budget_s() if budget_s is None else budget_s
     deadline, delay = _clock() + budget, 1.0
     while True:

@@ -39,14 +39,13 @@ import yaml
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 
+from orchestrator.environment import env_number
 from orchestrator.tracking import retries as mlflow_retries
 from orchestrator.tracking.experiments import get_or_create_experiment
 from orchestrator.tracking.names import compact_steps, sanitize_key
 from orchestrator.tracking.retries import (
     BUFFER_ENV,
-    DEFAULT_BUFFER_METRICS,
     TrackingUnavailable,
-    _env_float,
     retry_budget_s,
     with_retries,
 )
@@ -213,7 +212,7 @@ class RunLogger:
 
     def _trim(self) -> None:
         """Drop the oldest buffered batches beyond RLAN_MLFLOW_BUFFER_METRICS metrics; their steps become a gap."""
-        limit = int(_env_float(BUFFER_ENV, DEFAULT_BUFFER_METRICS))
+        limit = int(env_number(BUFFER_ENV))
         while self._pending and sum(len(batch) for batch in self._pending) > limit:
             dropped = self._pending.pop(0)
             self._gap.update(m.step for m in dropped)

@@ -215,6 +215,12 @@ CASES = [
         env={"MLFLOW_TRACKING_URI": "ftp://x"},
     ),
     Case(
+        "malformed_retry_budget_from_env",
+        debug(),
+        ("RLAN_MLFLOW_RETRY_S='soon'", "expected a number >= 0"),
+        env={"RLAN_MLFLOW_RETRY_S": "soon"},
+    ),
+    Case(
         "sqlite_folder_missing",
         debug("--tracking-uri", "sqlite:///no_such_folder/runs.db"),
         ("no_such_folder", "does not exist"),

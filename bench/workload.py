@@ -1,7 +1,7 @@
 """What the benchmark runs: real ARC-AGI-1 batches, the model at a given size, and one training step.
 
-The training step mirrors rlan/step.py without the meta losses: forward, RLANLoss, the finite-loss check,
-backward, the finite-gradient check, global-norm clipping and an AdamW step.
+The training step mirrors rlan/engine.py's train_batches without the meta losses: forward, RLANLoss, the
+finite-loss check, backward, the finite-gradient check, global-norm clipping and an AdamW step.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def build_model(shape: Shape, device: torch.device | str = "cpu") -> RLAN:
 
 
 class TrainStep:
-    """One optimiser step on one batch, as rlan/step.py takes it (meta losses off)."""
+    """One optimiser step on one batch, as rlan/engine.py's train_batches takes it (meta losses off)."""
 
     def __init__(self, model: RLAN, amp_dtype: torch.dtype | None = None):
         t = TrainingConfig()

@@ -122,6 +122,16 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("epoch_time_s", "seconds of training this epoch (evaluation excluded)"),
     Metric("samples_seen", "training samples so far, resumes included"),
     Metric("wall_s", "seconds since this process started fitting, evaluation included"),
+    # ---- what the epoch cost the machine (rlan/epoch_cost.py), per worker: means, peaks as maxima
+    Metric("system/cpu_util", "process CPU time / (training seconds x torch threads)", summary="CPU use"),
+    Metric("system/peak_rss_mib", "peak resident memory of the process so far, MiB", summary="peak RSS MiB"),
+    Metric("system/gflops_per_s", "matmul/conv GFLOP/s the training steps achieved"),
+    Metric("system/mfu", "achieved FLOP/s / this device's measured matmul rate", line="MFU", summary="MFU"),
+    Metric("system/matmul_gflops_per_s", "the measured matmul rate (fp32, or bf16 under autocast)"),
+    Metric("system/gflop_per_sample", "GFLOP of one training sample's step (forward, losses, backward)"),
+    Metric("system/gpu_peak_mem_mib", "peak CUDA memory allocated this epoch, MiB (CUDA only)",
+           summary="GPU peak MiB"),
+    Metric("system/gpu_util", "GPU utilisation share from NVML (CUDA with pynvml only)"),
     Metric("world_size", "Ray Train workers of the run (Train runs only)"),
 )  # fmt: skip
 METRICS: dict[str, Metric] = {m.key: m for m in CATALOGUE}

@@ -39,7 +39,7 @@ from rlan.epoch_stats import (
 from rlan.losses.meta_losses import MetaLosses
 from rlan.model import run_on_batch
 from rlan.model.output import ModelStages
-from rlan.schedule import stages_at
+from rlan.schedule import meta_at, stages_at
 from rlan.train_state import TrainState, build, resume, state_dict, write_checkpoint
 
 __all__ = [
@@ -107,8 +107,10 @@ def train_epoch(
     state.model.train()
     acc = MetricAccumulator()
     start = time.perf_counter()
+    state.cost.start()
     outcome = train_batches(state, epoch, stages, acc, progress)
     elapsed = time.perf_counter() - start
+    _add_cost(acc, state.cost.metrics(), elapsed, outcome.samples)
     acc.add("samples", outcome.samples, 1)
     acc.add("nan_batches", outcome.nan_batches, 1)
     acc.high("nan_streak_max", outcome.longest_streak)
@@ -121,6 +123,22 @@ def train_epoch(
     metrics["lora/delta_scale"] = stages.delta_scale if stages.hyperlora else 0.0
     metrics.setdefault("lora/delta_norm", 0.0)  # every key every epoch, so curves have no gaps
     return metrics
+
+
+def _add_cost(acc: MetricAccumulator, cost: dict[str, float], elapsed: float, samples: int) -> None:
+    """This worker's system/* figures into the epoch's reduction: means over workers, memory peaks as maxima."""
+    flops, peak = cost.pop("system/flops"), cost.pop("system/peak_flops")
+    achieved = flops / max(elapsed, 1e-9)
+    acc.add("system/gflops_per_s", achieved / 1e9, 1)
+    acc.add("system/mfu", achieved / peak, 1)
+    acc.add("system/matmul_gflops_per_s", peak / 1e9, 1)
+    if samples:
+        acc.add("system/gflop_per_sample", flops / samples / 1e9, 1)
+    for key, value in cost.items():
+        if "peak" in key:
+            acc.high(key, value)
+        else:
+            acc.add(key, value, 1)
 
 
 def evaluate(state: TrainState, stages: ModelStages, train_metrics: dict[str, float]) -> dict[str, float]:
@@ -178,20 +196,23 @@ def train_batches(
         disable=not (progress and state.rank == 0),
         dynamic_ncols=True,
     )
+    signature = (repr(stages), repr(meta_at(state.config, epoch, stages)))  # what else decides a step's FLOPs
     for index, batch in enumerate(state.loader):
         batch = move_batch(batch, state.device)
         bar.update(1)
-        with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.amp):
-            out = run_on_batch(model, batch, stages)
-            losses = state.loss_fn(out, batch)
-            terms = state.meta.compute(core, batch, out, stages, epoch, index)
-        factor, meta_total = state.meta.combine(losses, terms)
-        total = losses["total"] + meta_total.to(losses["total"].device)
-        good = _all_ranks_true(bool(torch.isfinite(total.detach())), state.device)
-        if good:
-            (total / accum).backward()
-            good = _all_ranks_true(_grads_finite(params), state.device)
+        with state.cost.counting(batch, signature):
+            with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.amp):
+                out = run_on_batch(model, batch, stages)
+                losses = state.loss_fn(out, batch)
+                terms = state.meta.compute(core, batch, out, stages, epoch, index)
+            factor, meta_total = state.meta.combine(losses, terms)
+            total = losses["total"] + meta_total.to(losses["total"].device)
+            good = _all_ranks_true(bool(torch.isfinite(total.detach())), state.device)
+            if good:
+                (total / accum).backward()
+                good = _all_ranks_true(_grads_finite(params), state.device)
         if not good:
+            state.cost.discard()  # a skipped backward: not the FLOPs of this shape's step
             outcome.nan_batches += 1
             streak += 1
             outcome.longest_streak = max(outcome.longest_streak, streak)

@@ -26,6 +26,7 @@ from rlan.checkpoint import (
 )
 from rlan.config import RunConfig
 from rlan.data import ArcTrainingDataset, make_train_loader, training_tasks
+from rlan.epoch_cost import EpochCost
 from rlan.evaluation_sets import EvaluationSets
 from rlan.losses import RLANLoss
 from rlan.losses.meta_losses import MetaLosses
@@ -52,6 +53,7 @@ class TrainState:
     evaluation: EvaluationSets
     device: torch.device
     amp: bool  # bf16 autocast on the forward
+    cost: EpochCost  # counts each epoch's FLOPs, CPU time and memory (rlan/epoch_cost.py)
     rank: int = 0
     world_size: int = 1
     epoch: int = 0  # epochs done
@@ -121,6 +123,7 @@ def build(
         evaluation=EvaluationSets(config, device, rank, world_size),
         device=device,
         amp=amp,
+        cost=EpochCost(device, amp),
         rank=rank,
         world_size=world_size,
     )

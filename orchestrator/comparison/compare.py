@@ -96,7 +96,7 @@ def compare_sweep(
     distributions = space.to_optuna() if space else inferred_distributions(trials, knobs)
     comparison.importance, comparison.importance_note = parameter_importance(trials, distributions, mode)
     if out is not None:
-        write_report(comparison, client, Path(out), top, format_comparison(comparison, "csv"))
+        write_report(comparison, client, Path(out), top, format_comparison(comparison, "csv"), distributions)
     return comparison
 
 

@@ -64,48 +64,95 @@ def inferred_distributions(trials: list[Trial], knobs: list[str]) -> dict[str, A
     return distributions
 
 
+def scored_study(trials: list[Trial], distributions: dict[str, Any], mode: str) -> optuna.Study:
+    """An in-memory Optuna study of the trials that have the metric, in the order they were created (Tune's
+    trial ids end in their index), for Optuna's importance and plots. Trials Optuna cannot place (a knob
+    outside the space, or missing) are left out."""
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
+    for t in sorted((t for t in trials if t.value is not None), key=lambda t: t.trial_id):
+        params = {k: t.knobs.get(k) for k in distributions}
+        try:
+            study.add_trial(
+                optuna.trial.create_trial(value=t.value, params=params, distributions=distributions)
+            )
+        except (ValueError, TypeError):
+            continue
+    return study
+
+
 def parameter_importance(
     trials: list[Trial], distributions: dict[str, Any], mode: str
 ) -> tuple[dict[str, float] | None, str]:
     """Optuna's importance (PED-ANOVA) over the trials that have the metric; (None, reason) when it cannot."""
     if not distributions:
         return None, "unavailable: no knobs to rate"
-    frozen = []
-    for t in trials:
-        if t.value is None:
-            continue
-        params = {k: t.knobs.get(k) for k in distributions}
-        try:
-            frozen.append(
-                optuna.trial.create_trial(value=t.value, params=params, distributions=distributions)
-            )
-        except (ValueError, TypeError):  # a knob outside the space (or missing): Optuna cannot place it
-            continue
+    frozen = scored_study(trials, distributions, mode).trials
     if len(frozen) < MIN_IMPORTANCE_TRIALS:
         return None, f"unavailable: needs {MIN_IMPORTANCE_TRIALS} trials with the metric, found {len(frozen)}"
     if len({f.value for f in frozen}) == 1:
         return None, f"unavailable: all {len(frozen)} trials scored {frozen[0].value:.4g}"
-    verbosity = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
     try:
-        study = optuna.create_study(direction="maximize" if mode == "max" else "minimize")
-        study.add_trials(frozen)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            scores = optuna.importance.get_param_importances(study)
+            scores = optuna.importance.get_param_importances(scored_study(trials, distributions, mode))
     except Exception as exc:  # the evaluator's own limits must not sink the whole comparison
         return None, f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-    finally:
-        optuna.logging.set_verbosity(verbosity)
     return {k: float(v) for k, v in scores.items()}, f"PED-ANOVA over {len(frozen)} trials"
+
+
+# Optuna's own matplotlib plots of a study (file name -> function); importance needs two scored trials.
+OPTUNA_PLOTS = {
+    "parallel_coordinates.png": "plot_parallel_coordinate",
+    "slice.png": "plot_slice",
+    "optimization_history.png": "plot_optimization_history",
+    "param_importances.png": "plot_param_importances",
+}
+
+
+def optuna_figures(study: optuna.Study, metric: str, out: Path, notes: list[str]) -> list[Path]:
+    """Optuna's plots of the sweep as PNGs under out; a plot Optuna cannot draw becomes a note."""
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as optuna_plots
+
+    written = []
+    for name, function in OPTUNA_PLOTS.items():
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # Optuna marks its matplotlib backend experimental
+                drawn = getattr(optuna_plots, function)(study, target_name=metric)
+        except Exception as exc:
+            notes.append(f"{name} not drawn: {type(exc).__name__}: {' '.join(str(exc).split())[:200]}")
+            plt.close("all")
+            continue
+        axes = list(drawn.flat) if hasattr(drawn, "flat") else [drawn]  # plot_slice: one axis per knob
+        if len(axes) > 1:  # side by side, full dotted keys overlap: the last part names the knob
+            for ax in axes:
+                ax.set_xlabel(ax.get_xlabel().rsplit(".", 1)[-1], fontsize=8)
+        figure = axes[0].figure
+        out.mkdir(parents=True, exist_ok=True)
+        figure.savefig(out / name, format="png", dpi=100, bbox_inches="tight")  # Optuna's layout, uncut
+        plt.close(figure)
+        written.append(out / name)
+    return written
 
 
 # ------------------------------------------------------------------------------------------ files
 def write_report(
-    comparison: SweepComparison, client: MlflowClient, out: Path, top: int, csv_text: str
+    comparison: SweepComparison,
+    client: MlflowClient,
+    out: Path,
+    top: int,
+    csv_text: str,
+    distributions: dict[str, Any],
 ) -> None:
-    """comparison.csv, best_config.yaml and three plots under out; the plots and the best config are also
-    logged to the parent run under compare/ (log_artifact only, so the parent keeps its status)."""
+    """comparison.csv, best_config.yaml, Optuna's plots of the sweep and the top trials' curves under out; the
+    plots and the best config are also logged to the parent run under compare/ (log_artifact only, so the
+    parent keeps its status)."""
     from orchestrator.tracking import plots  # matplotlib only when files are asked for
 
     out.mkdir(parents=True, exist_ok=True)
@@ -115,12 +162,9 @@ def write_report(
         (out / "best_config.yaml").write_text(c.best_config_yaml)
         written.append(out / "best_config.yaml")
     scored = [t for t in c.trials if t.value is not None]
-    if scored and c.knobs:
-        rows = [{**t.knobs, c.metric: t.value} for t in scored]
-        figure = plots.plot_parallel_coordinates(rows, c.knobs, c.metric)
-        written.append(plots.save_figure(figure, out / "parallel_coordinates.png"))
-        figure = plots.plot_metric_vs_knobs(rows, c.knobs, c.metric)
-        written.append(plots.save_figure(figure, out / "metric_vs_knobs.png"))
+    study = scored_study(scored, distributions, c.mode)
+    if study.trials and distributions:
+        written += optuna_figures(study, c.metric, out, c.notes)
     elif not scored:
         c.notes.append(f"no trial has {c.metric}: no plots")
     history = {}

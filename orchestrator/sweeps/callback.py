@@ -4,7 +4,7 @@ Why not Ray's MLflowLoggerCallback: it makes one MLflow call per metric per resu
 starts a new run when a trial resumes. This callback logs each result with one batched call, nests trials
 under the sweep's parent run, and re-attaches a resumed trial to its existing child run (found by tag), so
 an interrupted and resumed sweep still has exactly one child run per trial and no duplicate epoch steps.
-The callback is pickled into the Tuner state; it holds names only and opens MLflow lazily.
+The callback is pickled into the Tuner state; it holds names and the base config only and opens MLflow lazily.
 
 MLflow outages never stop the sweep (orchestrator/tracking/run_logger.py has the retry and buffering rules): metrics are
 buffered by RunLogger, and a hook whose MLflow call still fails after the retry budget prints one warning and

@@ -117,66 +117,6 @@ def plot_attention(query_input: np.ndarray, attention_maps: np.ndarray, centroid
     return fig
 
 
-def _column(rows: list[dict[str, Any]], key: str) -> tuple[np.ndarray, list[str] | None]:
-    """Numbers for a knob; a categorical knob becomes category indices plus their labels."""
-    values = [row.get(key) for row in rows]
-    try:
-        return np.array([np.nan if v is None else float(v) for v in values]), None
-    except (TypeError, ValueError):
-        labels = sorted({str(v) for v in values})
-        return np.array([labels.index(str(v)) for v in values], dtype=float), labels
-
-
-def plot_parallel_coordinates(rows: list[dict[str, Any]], knobs: list[str], metric: str) -> Figure:
-    """One line per trial across the knobs (each scaled to [0, 1]) and the metric, coloured by the metric."""
-    axes_names = [*knobs, metric]
-    fig, ax = plt.subplots(figsize=(1.8 * len(axes_names) + 2, 4))
-    scaled, labels = [], []
-    for name in axes_names:
-        column, categories = _column(rows, name)
-        if _spans_decades(column):
-            column, name = np.log10(column), f"log10 {name}"
-        finite = column[np.isfinite(column)]
-        low, high = (finite.min(), finite.max()) if finite.size else (0.0, 1.0)
-        scaled.append((column - low) / (high - low if high > low else 1.0))
-        span = f"[{', '.join(categories)}]" if categories else f"{low:.3g}..{high:.3g}"
-        labels.append(f"{name}\n{span}")
-    colours = plt.get_cmap("viridis")(np.nan_to_num(scaled[-1], nan=0.0))
-    for i in range(len(rows)):
-        ax.plot(range(len(axes_names)), [s[i] for s in scaled], color=colours[i], alpha=0.8)
-    ax.set_xticks(range(len(axes_names)), labels, fontsize=7)
-    ax.set_yticks([])
-    for x in range(len(axes_names)):
-        ax.axvline(x, color="#888888", linewidth=0.8)
-    ax.set_title(f"{len(rows)} trials, coloured by {metric} (yellow = high)")
-    fig.tight_layout()
-    return fig
-
-
-def plot_metric_vs_knobs(rows: list[dict[str, Any]], knobs: list[str], metric: str) -> Figure:
-    """One scatter per knob: the knob's value (or category) against the metric."""
-    fig, axes = plt.subplots(1, max(len(knobs), 1), figsize=(3.2 * max(len(knobs), 1), 3), squeeze=False)
-    score, _ = _column(rows, metric)
-    for ax, knob in zip(axes[0], knobs, strict=False):
-        column, categories = _column(rows, knob)
-        ax.scatter(column, score, s=18)
-        if categories:
-            ax.set_xticks(range(len(categories)), categories, fontsize=7)
-        elif _spans_decades(column):
-            ax.set_xscale("log")
-        ax.set_xlabel(knob, fontsize=8)
-        ax.set_ylabel(metric, fontsize=8)
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
-def _spans_decades(column: np.ndarray) -> bool:
-    # Learning rates and weights are searched on log scales; show them that way.
-    finite = column[np.isfinite(column)]
-    return bool(finite.size and finite.min() > 0 and finite.max() / finite.min() >= 100)
-
-
 def save_figure(fig: Figure, path: str | Path) -> Path:
     """Write fig as PNG (folders created) and close it."""
     path = Path(path)

@@ -7,7 +7,7 @@ import yaml
 from mlflow import MlflowClient
 
 from orchestrator.comparison.compare import CompareError, compare_sweep, format_comparison
-from orchestrator.comparison.report import parameter_importance
+from orchestrator.comparison.report import OPTUNA_PLOTS, parameter_importance
 from orchestrator.sweeps.search_space import parse_search_space
 from orchestrator.tracking.run_logger import RunLogger
 from rlan.config import ConfigError, RunConfig, apply_flat, load_config
@@ -186,12 +186,12 @@ def test_out_writes_files_and_logs_them_to_the_parent_which_keeps_its_status(swe
     before = client.get_run(parent_id).info
     out = tmp_path / "report"
     result = compare_sweep(uri, "demo", top=2, out=str(out))
-    names = ["parallel_coordinates.png", "metric_vs_knobs.png", "learning_curves_top2.png"]
+    names = [*OPTUNA_PLOTS, "learning_curves_top2.png"]
     for name in names:
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert load_config(out / "best_config.yaml").training.clue_target_variance == 0.9
     assert len(list(csv.DictReader((out / "comparison.csv").open()))) == 4
-    assert len(result.files) == 5
+    assert len(result.files) == 7  # the CSV, the best config, four Optuna plots, the curves
     logged = {a.path for a in client.list_artifacts(parent_id, "compare")}
     assert logged == {f"compare/{n}" for n in [*names, "best_config.yaml"]}
     after = client.get_run(parent_id).info

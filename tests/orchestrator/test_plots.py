@@ -1,6 +1,5 @@
 import matplotlib.pyplot as plt
 import numpy as np
-import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
@@ -9,8 +8,6 @@ from orchestrator.tracking.plots import (
     ARC_NORM,
     plot_attention,
     plot_learning_curves,
-    plot_metric_vs_knobs,
-    plot_parallel_coordinates,
     plot_predictions,
     save_figure,
 )
@@ -76,23 +73,36 @@ def test_attention_one_panel_per_clue(tmp_path):
     _saved_png(fig, tmp_path / "attention.png")
 
 
-@pytest.mark.parametrize("plot", [plot_parallel_coordinates, plot_metric_vs_knobs])
-def test_sweep_plots(plot, tmp_path):
-    rows = [
-        {
-            "training.learning_rate": lr,
-            "model.hidden_dim": hd,
-            "training.loss_mode": mode,
-            "eval/pass_at_2": score,
-        }
-        for lr, hd, mode, score in [
-            (1e-4, 64, "focal_weighted", 0.1),
-            (1e-3, 128, "weighted_stablemax", 0.3),
-            (1e-2, 128, "focal_weighted", None),
-        ]
+def test_sweep_plots_are_optunas_own_drawn_from_the_trials(tmp_path):
+    import optuna
+
+    from orchestrator.comparison.records import Trial
+    from orchestrator.comparison.report import OPTUNA_PLOTS, optuna_figures, scored_study
+
+    distributions = {
+        "training.learning_rate": optuna.distributions.FloatDistribution(1e-4, 1e-2, log=True),
+        "training.loss_mode": optuna.distributions.CategoricalDistribution(
+            ["focal_weighted", "weighted_stablemax"]
+        ),
+    }
+    runs = [(1e-4, "focal_weighted", 0.1), (1e-3, "weighted_stablemax", 0.3), (1e-2, "focal_weighted", None)]
+    runs += [(3e-3, "weighted_stablemax", 0.2), (5.0, "focal_weighted", 0.9)]  # the last is outside the space
+    trials = [
+        Trial(f"r{i}", f"sweep_{i:05d}", "FINISHED", "completed", value, 4, knobs, {}, {})
+        for i, (lr, mode, value) in enumerate(runs)
+        for knobs in [{"training.learning_rate": lr, "training.loss_mode": mode}]
     ]
-    fig = plot(rows, ["training.learning_rate", "model.hidden_dim", "training.loss_mode"], "eval/pass_at_2")
-    _saved_png(fig, tmp_path / "sweep" / "plot.png")
+    study = scored_study(trials, distributions, "max")
+    assert [t.value for t in study.trials] == [
+        0.1,
+        0.3,
+        0.2,
+    ]  # creation order; unscored and unplaceable left out
+    notes: list[str] = []
+    written = optuna_figures(study, "score", tmp_path / "sweep", notes)
+    assert not notes and [p.name for p in written] == list(OPTUNA_PLOTS)
+    for path in written:
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5000
 
 
 def test_save_figure_creates_folders(tmp_path):

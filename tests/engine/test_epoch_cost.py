@@ -1,0 +1,54 @@
+"""What an epoch costs (rlan/epoch_cost.py): FLOPs counted once per batch shape yet exact, and the system/*
+metrics of a real epoch."""
+
+import math
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from rlan import engine
+from rlan.epoch_cost import EpochCost
+from rlan.schedule import stages_at
+from tests.conftest import tiny
+
+META = [
+    "training.loo_training.enabled=true",
+    "training.equivariance_training.enabled=true",
+    "training.output_equivariance_training.enabled=true",
+]
+
+
+def test_flops_counted_once_per_shape_equal_a_count_of_every_batch():
+    config = tiny("training.max_epochs=1", "data.samples_per_task=6", "training.batch_size=2", *META)
+    cached, exact = engine.build(config), engine.build(config)  # the same seed: the same batches
+    stages = stages_at(config, 0)
+    metrics = engine.train_epoch(cached, 0, stages)
+    with FlopCounterMode(display=False) as every_op:
+        engine.train_epoch(exact, 0, stages)
+    assert len(cached.cost._flops_of) < len(cached.loader)  # some shapes came back and were not re-counted
+    assert cached.cost.flops == every_op.get_total_flops() > 0
+    assert metrics["system/gflop_per_sample"] * 1e9 * metrics["samples"] == pytest.approx(cached.cost.flops)
+
+
+def test_an_epoch_reports_what_it_cost_the_machine():
+    state = engine.build(tiny("training.max_epochs=1"))
+    metrics = engine.train_epoch(state, 0, stages_at(state.config, 0))
+    for key in ("cpu_util", "peak_rss_mib", "gflops_per_s", "mfu", "matmul_gflops_per_s", "gflop_per_sample"):
+        assert math.isfinite(metrics[f"system/{key}"]) and metrics[f"system/{key}"] > 0, key
+    assert metrics["system/mfu"] < 1  # a training step does not beat a plain large matmul
+    ratio = metrics["system/gflops_per_s"] / metrics["system/matmul_gflops_per_s"]
+    assert abs(metrics["system/mfu"] - ratio) < 1e-9
+
+
+def test_a_skipped_batch_is_not_taken_as_its_shapes_cost():
+    cost = EpochCost(torch.device("cpu"), amp=False)
+    cost.start()
+    batch = {"x": torch.ones(2, 3), "support_mask": torch.ones(2, 1, dtype=torch.bool)}
+    with cost.counting(batch, ("stages",)):
+        torch.ones(4, 4) @ torch.ones(4, 4)
+    cost.discard()  # e.g. its loss was NaN, so no backward ran
+    assert cost.flops == 2 * 4**3 and not cost._flops_of
+    with cost.counting(batch, ("stages",)):
+        torch.ones(4, 4) @ torch.ones(4, 4)
+    assert cost._flops_of and cost.flops == 4 * 4**3

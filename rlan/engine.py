@@ -196,7 +196,14 @@ def train_batches(
         disable=not (progress and state.rank == 0),
         dynamic_ncols=True,
     )
-    signature = (repr(stages), repr(meta_at(state.config, epoch, stages)))  # what else decides a step's FLOPs
+    # What decides a step's FLOPs besides the batch: the staged modules and the meta losses that run (not the
+    # temperature or the LoRA scale, which change every epoch and cost nothing).
+    signature = (
+        stages.solver_context,
+        stages.cross_attention,
+        stages.hyperlora,
+        repr(meta_at(state.config, epoch, stages)),
+    )
     for index, batch in enumerate(state.loader):
         batch = move_batch(batch, state.device)
         bar.update(1)

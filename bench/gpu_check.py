@@ -7,8 +7,8 @@ Parts, each a subprocess with its own time limit, so one that fails or hangs doe
   cuda_tests  tests/gpu/: a bf16-autocast training step against fp32 on the same batch, the fused CPU-only
               ops handing over to their plain versions, a checkpoint saved on the GPU loading on the CPU
               (on a CPU machine the CPU bf16 tests run and the CUDA ones skip)
-  train       `rlan train --workers 1 --gpu`, 2 epochs of configs/debug.yaml, to a local MLflow store
-  sweep       `rlan sweep`, 2 trials sharing the one GPU (--gpus-per-trial 0.5), 2 epochs each
+  train       `rlan train --workers 1 --gpus-per-worker 1`, 2 epochs of configs/debug.yaml, to a local MLflow store
+  sweep       `rlan sweep`, 2 trials sharing the one GPU (--gpus-per-worker 0.5), 2 epochs each
   learn       the learnability benchmark (configs/learnable.yaml), as on the CPU
   bench       `python -m bench --gpu-only`: hidden 256, batch 50, bf16, against the bf16 matmul rate
 Without CUDA, train, sweep, learn and bench are skipped: they measure the GPU. DIR receives three files
@@ -65,7 +65,7 @@ def commands(work: Path, out: Path) -> dict[str, list[str]]:
     quick = ["training.max_epochs=2", "evaluation.eval_every=1"]
     return {
         "cuda_tests": [*python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "gpu")],
-        "train": [*cli, "train", "-c", "configs/debug.yaml", "--workers", "1", "--gpu", *store, *quick],
+        "train": [*cli, "train", "-c", "configs/debug.yaml", "--workers", "1", "--gpus-per-worker", "1", *store, *quick],
         "sweep": [
             *cli,
             "sweep",
@@ -76,7 +76,7 @@ def commands(work: Path, out: Path) -> dict[str, list[str]]:
             "--trials",
             "2",
         ]
-        + ["--concurrency", "2", "--gpus-per-trial", "0.5", "--scheduler", "fifo", "--name", "gpu-sweep"]
+        + ["--concurrency", "2", "--gpus-per-worker", "0.5", "--scheduler", "fifo", "--name", "gpu-sweep"]
         + [*store, "--quiet", *quick],
         "learn": [*python, "-m", "bench.learning", "--quiet", "--tracking-uri", f"sqlite:///{work}/mlruns.db"]
         + ["--run-name", "gpu-learn", "training.device=cuda"],

@@ -116,7 +116,7 @@ def check_resources(
     have = ", ".join(f"{n.get('CPU', 0):g} CPU/{n.get('GPU', 0):g} GPU" for n in largest_first) or "none"
     raise ClusterError(
         f"{what} needs {workers} worker(s) of {need} each, which the cluster's nodes ({have}) cannot hold; "
-        "ask for less (--cpus-per-worker, --gpus-per-trial, --workers) or add nodes"
+        "ask for less (--cpus-per-worker, --gpus-per-worker, --workers) or add nodes"
         + ("" if wait_s else " (--wait-for-resources S waits for an autoscaler)")
     )
 

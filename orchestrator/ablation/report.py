@@ -12,6 +12,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+from orchestrator.tracking.experiments import search_all_runs
 from rlan.diagnostics import ABLATION_KEYS
 
 # column -> (MLflow metric, how its epoch series becomes one number per trial), from the catalogue
@@ -68,7 +69,7 @@ def collect_trials(tracking_uri: str, sweep: str) -> dict[str, list[dict[str, fl
     experiments = [e.experiment_id for e in client.search_experiments()]
     query = f"tags.`rlan.sweep` = '{sweep}' and tags.`rlan.role` = 'trial'"
     arms: dict[str, list[dict[str, float]]] = {}
-    for run in client.search_runs(experiments, filter_string=query, max_results=10000):
+    for run in search_all_runs(client, experiments, query):
         arm = run.data.tags.get("rlan.arm")
         if not arm:
             continue

@@ -1,5 +1,10 @@
 """What `rlan` accepts on its command line: the argument parser, and the checks of flag values that Ray
-would only reject (or hang on) after starting. orchestrator/cli/ runs the commands."""
+would only reject (or hang on) after starting. orchestrator/cli/ runs the commands.
+
+One vocabulary: a flag means the same on every command that takes it (--workers, --cpus-per-worker and
+--gpus-per-worker size each Train run, whether it is `rlan train`'s one run or a sweep's trial), every command
+that touches MLflow or Ray's storage takes --tracking-uri and --storage, and every option's help says what it
+does and its default (tests/orchestrator/test_cli_vocabulary.py)."""
 
 from __future__ import annotations
 
@@ -13,12 +18,34 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. training.seed=3"
     )
-    parser.add_argument(
-        "--tracking-uri",
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, "
-        "else sqlite:///mlruns.db in the working directory)",
-    )
+    _add_tracking_arg(parser, "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in the working directory")
     parser.add_argument("--experiment", help="MLflow experiment (default: logging.experiment_name)")
+
+
+def _add_tracking_arg(parser: argparse.ArgumentParser, default: str) -> None:
+    parser.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {default})")
+
+
+def _add_resource_args(parser: argparse.ArgumentParser, each: str) -> None:
+    parser.add_argument(
+        "--workers", type=int, default=1, help=f"Ray Train workers (DDP ranks) of {each} (default: 1)"
+    )
+    parser.add_argument(
+        "--cpus-per-worker", type=float, default=1.0, help="CPUs each worker holds (default: 1)"
+    )
+    parser.add_argument(
+        "--gpus-per-worker",
+        type=float,
+        default=0.0,
+        help="GPUs each worker holds: whole GPUs (NCCL), or a fraction with --workers 1 so runs share a GPU "
+        "(default: 0, the CPU)",
+    )
+
+
+def _add_quiet_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--quiet", action="store_true", help="no progress bars or per-epoch lines (default: off)"
+    )
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -34,83 +61,116 @@ def build_parser() -> argparse.ArgumentParser:
     debug = sub.add_parser("debug", help="train in this process (no Ray) and log to MLflow")
     _add_config_args(debug)
     debug.add_argument("--run-name", help="MLflow run name (default: logging.run_name or 'debug')")
-    debug.add_argument("--quiet", action="store_true", help="no progress bars or epoch lines")
+    _add_quiet_arg(debug)
     debug.add_argument(
         "--resume-from",
         metavar="CHECKPOINT",
-        help="continue from a checkpoint (a folder with checkpoint.pt, or the file)",
+        help="continue from a checkpoint (a folder with checkpoint.pt, or the file; default: a fresh start)",
     )
 
     train = sub.add_parser("train", help="one Ray Train run (DDP workers), logged to MLflow")
     _add_config_args(train)
     _add_ray_args(train)
-    train.add_argument("--workers", type=int, default=1, help="Ray Train workers (DDP ranks)")
-    train.add_argument("--gpu", action="store_true", help="one GPU per worker (NCCL)")
+    _add_resource_args(train, "the run")
     train.add_argument("--name", help="Train run name (default: derived from the config, so a rerun resumes)")
     train.add_argument(
-        "--max-failures", type=int, default=2, help="worker-group restarts from the checkpoint"
+        "--max-failures", type=int, default=2, help="worker-group restarts from the checkpoint (default: 2)"
     )
-    train.add_argument("--quiet", action="store_true")
+    _add_quiet_arg(train)
 
     sweep = sub.add_parser("sweep", help="Ray Tune sweep: Optuna TPE + ASHA, one MLflow child run per trial")
     _add_config_args(sweep)
     _add_ray_args(sweep)
     sweep.add_argument("-s", "--search-space", required=True, help="YAML search space (see search_spaces/)")
-    sweep.add_argument("--trials", type=int, default=8)
-    sweep.add_argument("--concurrency", type=int, default=2, help="trials running at once")
-    sweep.add_argument("--scheduler", choices=["asha", "fifo"], default="asha")
+    sweep.add_argument("--trials", type=int, default=8, help="trials Optuna proposes (default: 8)")
+    sweep.add_argument("--concurrency", type=int, default=2, help="trials running at once (default: 2)")
+    sweep.add_argument(
+        "--scheduler",
+        choices=["asha", "fifo"],
+        default="asha",
+        help="asha stops weak trials early, fifo runs every trial to its end (default: asha)",
+    )
     sweep.add_argument(
         "--grace-period",
         type=int,
         help="epochs before ASHA's first stop decision (default: a quarter of training.max_epochs)",
     )
     sweep.add_argument("--name", help="sweep name (default: <experiment>-<start time>)")
-    sweep.add_argument("--workers-per-trial", type=int, default=1)
-    sweep.add_argument("--cpus-per-worker", type=float, default=1.0)
-    sweep.add_argument("--gpus-per-trial", type=float, default=0.0, help="whole or fractional GPUs per trial")
+    _add_resource_args(sweep, "each trial")
     sweep.add_argument(
         "--metric", default="score", help="Tune metric (default: score, see rlan/diagnostics.py)"
     )
-    sweep.add_argument("--mode", choices=["max", "min"], default="max")
-    sweep.add_argument("--seed", type=int, default=0, help="Optuna TPE seed")
-    sweep.add_argument("--log-checkpoints", action="store_true", help="log each trial's final checkpoint")
-    sweep.add_argument("--quiet", action="store_true")
+    sweep.add_argument(
+        "--mode",
+        choices=["max", "min"],
+        default="max",
+        help="whether a higher metric is better (default: max)",
+    )
+    sweep.add_argument(
+        "--sampler-seed", type=int, default=0, help="seed of Optuna's TPE sampler (default: 0)"
+    )
+    sweep.add_argument(
+        "--log-checkpoints",
+        action="store_true",
+        help="log each trial's final checkpoint to its MLflow run (default: off, plots and tables only)",
+    )
+    _add_quiet_arg(sweep)
     _add_failure_args(sweep)
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep")
-    resume.add_argument("sweep", metavar="NAME|PATH")
+    resume.add_argument("sweep", metavar="NAME|PATH", help="the sweep's name under --storage, or its folder")
+    _add_tracking_arg(resume, "the sweep's own, saved beside its Tune state")
     _add_ray_args(resume)
     _add_failure_args(resume, relaunch=False)
     resume.add_argument(
-        "--out", default="ablation_report", help="an ablation's report folder (ablations only)"
+        "--out",
+        default="ablation_report",
+        help="an ablation's report folder (ablations only; default: ablation_report)",
     )
 
     ablate = sub.add_parser("ablate", help="each seed fix off vs on, side by side, with a report")
     _add_config_args(ablate)
     _add_ray_args(ablate)
-    ablate.add_argument("--epochs", type=int, help="training.max_epochs for every arm")
-    ablate.add_argument("--seeds", type=int, default=2, help="seeds per arm (training.seed, seed+1, ...)")
-    ablate.add_argument("--tasks", type=int, help="data.max_tasks: ARC training tasks per trial")
+    _add_resource_args(ablate, "each trial")
+    ablate.add_argument(
+        "--epochs", type=int, help="training.max_epochs for every arm (default: the config's)"
+    )
+    ablate.add_argument(
+        "--seeds", type=int, default=2, help="how many seeds per arm: training.seed, seed+1, ... (default: 2)"
+    )
+    ablate.add_argument(
+        "--tasks", type=int, help="data.max_tasks: ARC training tasks per trial (default: the config's)"
+    )
     ablate.add_argument("--arms", nargs="+", help="a subset of the arms (default: all 8)")
-    ablate.add_argument("--concurrency", type=int, default=2, help="trials running at once")
+    ablate.add_argument("--concurrency", type=int, default=2, help="trials running at once (default: 2)")
     ablate.add_argument("--name", help="ablation name (default: <experiment>-ablation-<start time>)")
-    ablate.add_argument("--out", default="ablation_report", help="folder for ablation.md and its PNGs")
-    ablate.add_argument("--quiet", action="store_true")
+    ablate.add_argument(
+        "--out",
+        default="ablation_report",
+        help="folder for ablation.md and its PNGs (default: ablation_report)",
+    )
+    _add_quiet_arg(ablate)
     _add_failure_args(ablate)
 
     compare = sub.add_parser("compare", help="trials of a sweep from MLflow: table, best config, plots")
-    compare.add_argument("sweep", metavar="NAME")
-    compare.add_argument("--tracking-uri")
-    compare.add_argument("--experiment")
-    compare.add_argument("--metric")
-    compare.add_argument("--top", type=int, default=10)
-    compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    compare.add_argument("--out", help="folder for comparison.csv, best_config.yaml and PNG plots")
+    compare.add_argument("sweep", metavar="NAME", help="the sweep's name (its parent run's rlan.sweep tag)")
+    _add_tracking_arg(compare, "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in the working directory")
+    compare.add_argument("--experiment", help="MLflow experiment to search (default: every experiment)")
+    compare.add_argument("--metric", help="the metric to rank by (default: the sweep's own)")
+    compare.add_argument(
+        "--top", type=int, default=10, help="trials whose curves are plotted with --out (default: 10)"
+    )
+    compare.add_argument(
+        "--format", choices=["table", "csv", "json"], default="table", help="what is printed (default: table)"
+    )
+    compare.add_argument(
+        "--out", help="folder for comparison.csv, best_config.yaml and PNG plots (default: none, print only)"
+    )
     return parser
 
 
 def _add_ray_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--address", help="Ray cluster address ('auto', host:port); default: a local Ray")
+    parser.add_argument("--address", help="Ray cluster address ('auto', host:port) (default: a local Ray)")
     parser.add_argument(
         "--storage",
         help="run/checkpoint storage: a path or s3://, gs:// URI "
@@ -122,7 +182,7 @@ def _add_ray_args(parser: argparse.ArgumentParser) -> None:
         default=0.0,
         metavar="SECONDS",
         help="how long to wait for nodes an autoscaler adds before refusing a run the cluster cannot hold "
-        "(default 0: refuse at once)",
+        "(default: 0, refuse at once)",
     )
 
 
@@ -132,7 +192,7 @@ def _add_failure_args(parser: argparse.ArgumentParser, relaunch: bool = True) ->
             "--max-failures",
             type=int,
             default=1,
-            help="times Tune re-launches a trial whose driver failed (default 1); Train restarts its workers too",
+            help="times Tune re-launches a trial whose driver failed; Train restarts its workers too (default: 1)",
         )
     parser.add_argument(
         "--allow-partial",
@@ -148,27 +208,27 @@ def check_max_failures(args: argparse.Namespace) -> None:
         raise ConfigError(f"--max-failures {args.max_failures}: expected a whole number >= 0")
 
 
-def check_sweep_resources(args: argparse.Namespace) -> None:
-    """Counts and GPU shares that Ray would only reject (or hang on) after starting."""
+def check_resources_args(args: argparse.Namespace) -> None:
+    """Worker counts and GPU shares that Ray would only reject (or hang on) after starting."""
     from rlan.config import ConfigError
 
-    for flag in ("trials", "concurrency", "workers_per_trial"):
-        if getattr(args, flag) < 1:
+    for flag in ("trials", "concurrency", "workers"):
+        if hasattr(args, flag) and getattr(args, flag) < 1:
             raise ConfigError(
                 f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a whole number >= 1"
             )
     if args.cpus_per_worker <= 0:
         raise ConfigError(f"--cpus-per-worker {args.cpus_per_worker}: expected a number > 0")
+    gpus = args.gpus_per_worker
+    if gpus < 0 or (args.workers > 1 and gpus != int(gpus)):
+        raise ConfigError(
+            f"--gpus-per-worker {gpus} with --workers {args.workers}: expected whole GPUs per DDP rank; "
+            "fractional GPUs need --workers 1 (ray#48012)"
+        )
     check_max_failures(args)
     check_wait(args)
     if getattr(args, "grace_period", None) is not None and args.grace_period < 1:
         raise ConfigError(f"--grace-period {args.grace_period}: expected a whole number of epochs >= 1")
-    per_rank = args.gpus_per_trial / args.workers_per_trial
-    if args.gpus_per_trial < 0 or (args.workers_per_trial > 1 and per_rank != int(per_rank)):
-        raise ConfigError(
-            f"--gpus-per-trial {args.gpus_per_trial} with --workers-per-trial {args.workers_per_trial}: "
-            "expected whole GPUs per DDP rank; fractional GPUs need --workers-per-trial 1 (ray#48012)"
-        )
 
 
 def check_wait(args: argparse.Namespace) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.cli.args import EXIT_OK, check_wait
+from orchestrator.cli.args import EXIT_OK, check_resources_args
 
 
 def reachable_tracking_uri(args: argparse.Namespace) -> str:
@@ -37,12 +37,10 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from orchestrator.runs.train import run_train
-    from rlan.config import ConfigError, load_config
+    from rlan.config import load_config
     from rlan.data import training_tasks
 
-    if args.workers < 1:
-        raise ConfigError(f"--workers {args.workers}: expected a whole number >= 1")
-    check_wait(args)
+    check_resources_args(args)
     config = load_config(args.config, args.overrides)
     training_tasks(config)
     uri = reachable_tracking_uri(args)
@@ -51,7 +49,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         tracking_uri=uri,
         experiment=args.experiment,
         workers=args.workers,
-        use_gpu=args.gpu,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_worker=args.gpus_per_worker,
         address=args.address,
         wait_for_resources=args.wait_for_resources,
         storage=args.storage,

@@ -10,8 +10,7 @@ from orchestrator.cli.args import (
     EXIT_FAILURE,
     EXIT_INTERRUPTED,
     EXIT_OK,
-    check_max_failures,
-    check_sweep_resources,
+    check_resources_args,
     check_wait,
 )
 from orchestrator.cli.runs import reachable_tracking_uri
@@ -59,7 +58,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from rlan.data import training_tasks
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact trial table with our columns
-    check_sweep_resources(args)
+    check_resources_args(args)
     config = load_config(args.config, args.overrides)
     space = load_search_space(args.search_space)
     training_tasks(config)
@@ -76,10 +75,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         scheduler=args.scheduler,
         grace_period=args.grace_period,
-        workers_per_trial=args.workers_per_trial,
+        workers_per_trial=args.workers,
         cpus_per_worker=args.cpus_per_worker,
-        gpus_per_trial=args.gpus_per_trial,
-        seed=args.seed,
+        gpus_per_trial=args.gpus_per_worker * args.workers,
+        seed=args.sampler_seed,
         search_space_file=str(args.search_space),
         search_space_text=space.text,
         log_checkpoints=args.log_checkpoints,
@@ -89,9 +88,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     join_cluster(
         args.address,
         storage,
-        args.workers_per_trial,
+        args.workers,
         args.cpus_per_worker,
-        args.gpus_per_trial / args.workers_per_trial,
+        args.gpus_per_worker,
         args.wait_for_resources,
     )
     print(
@@ -113,12 +112,14 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_resume(args: argparse.Namespace) -> int:
     from orchestrator.cluster import join_cluster, resolve_storage
-    from orchestrator.sweeps.sweep import locate_sweep, read_sweep_file, resume_sweep
+    from orchestrator.sweeps.sweep import locate_sweep, read_sweep_file, resume_sweep, retarget_sweep
     from orchestrator.sweeps.trial_config import ARM_KEY
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     check_wait(args)
     sweep_dir = locate_sweep(args.sweep, resolve_storage(args.storage))
+    if args.tracking_uri:  # MLflow moved since the sweep started: the sweep file says where it is now
+        retarget_sweep(sweep_dir, reachable_tracking_uri(args))
     saved = read_sweep_file(sweep_dir)[0]
     join_cluster(
         args.address,
@@ -156,8 +157,7 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     overrides += [f"training.max_epochs={args.epochs}"] if args.epochs else []
     overrides += [f"data.max_tasks={args.tasks}"] if args.tasks else []
     config = load_config(args.config, overrides)
-    check_max_failures(args)
-    check_wait(args)
+    check_resources_args(args)
     unknown = sorted(set(args.arms or []) - set(ARMS))
     if unknown or args.seeds < 1:
         raise ConfigError(
@@ -174,6 +174,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         tracking_uri=uri,
         experiment=experiment,
         concurrency=args.concurrency,
+        workers_per_trial=args.workers,
+        cpus_per_worker=args.cpus_per_worker,
+        gpus_per_trial=args.gpus_per_worker * args.workers,
         max_failures=args.max_failures,
         echo=not args.quiet,
     )
@@ -181,9 +184,9 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     join_cluster(
         args.address,
         settings.storage,
-        settings.workers_per_trial,
-        settings.cpus_per_worker,
-        0.0,
+        args.workers,
+        args.cpus_per_worker,
+        args.gpus_per_worker,
         args.wait_for_resources,
     )
     print(

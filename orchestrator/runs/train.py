@@ -176,7 +176,8 @@ def run_train(
     tracking_uri: str,
     experiment: str | None = None,
     workers: int = 1,
-    use_gpu: bool = False,
+    cpus_per_worker: float = 1.0,
+    gpus_per_worker: float = 0.0,
     address: str | None = None,
     storage: str | None = None,
     name: str | None = None,
@@ -194,12 +195,21 @@ def run_train(
     experiment = experiment or config.logging.experiment_name
     name = name or default_train_name(config, experiment)
     storage = resolve_storage(storage)  # before Ray starts: a bad path costs nothing
-    join_cluster(address, storage, workers, 1.0, 1.0 if use_gpu else 0.0, wait_for_resources, what="the run")
+    join_cluster(
+        address, storage, workers, cpus_per_worker, gpus_per_worker, wait_for_resources, what="the run"
+    )
     recorder = open_train_run(config, tracking_uri, experiment, name, storage)
-    recorder.logger.set_tags({"rlan.workers": workers, "rlan.use_gpu": use_gpu})
+    recorder.logger.set_tags(
+        {
+            "rlan.workers": workers,
+            "rlan.cpus_per_worker": cpus_per_worker,
+            "rlan.gpus_per_worker": gpus_per_worker,
+        }
+    )
     callback = MlflowTrainCallback(recorder.tracking_uri, recorder.run_id)
     trainer = build_torch_trainer(
-        config, name=name, storage=storage, workers=workers, use_gpu=use_gpu, max_failures=max_failures,
+        config, name=name, storage=storage, workers=workers, use_gpu=gpus_per_worker > 0,
+        cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker or None, max_failures=max_failures,
         callbacks=[callback],
     )  # fmt: skip
     printer = EpochPrinter(recorder, config.training.max_epochs, recorder.last_step)

@@ -35,6 +35,7 @@ from types import SimpleNamespace
 
 from ray.tune import Callback
 
+from orchestrator.sweeps.settings import SweepError, read_sweep_file
 from orchestrator.sweeps.trial_runs import TrialRuns
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.serial_writer import SerialWriter
@@ -103,6 +104,17 @@ class MlflowSweepCallback(TrialRuns, Callback):
         # MLflow prints two "View run" lines, after one more get_run request, for every run ended on an HTTP
         # server: a thousand-trial sweep's output would be mostly links. The sweep prints its own trial lines.
         os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+        self.tracking_uri = self._saved_tracking_uri() or self.tracking_uri
+
+    def _saved_tracking_uri(self) -> str | None:
+        """Where the sweep file says MLflow is: Tune restores this callback as it was pickled, and `rlan resume
+        --tracking-uri` (MLflow moved) rewrites only the file."""
+        if not self.storage:
+            return None
+        try:
+            return read_sweep_file(f"{self.storage.rstrip('/')}/{self.sweep_name}")[0].tracking_uri
+        except SweepError:
+            return None
 
     # ------------------------------------------------------------------ Tune's loop (the driver's main thread)
     def _shard(self, trial_id: str) -> int:

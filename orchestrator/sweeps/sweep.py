@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
@@ -32,6 +34,7 @@ from orchestrator.sweeps.settings import (  # noqa: F401  (re-exported: where sw
     write_sweep_file,
 )
 from orchestrator.sweeps.trial_config import trial_config
+from orchestrator.tracking.retries import with_retries
 from orchestrator.tracking.run_logger import RunLogger
 from orchestrator.tracking.uri import TrackingRefused
 from rlan.config import RunConfig
@@ -247,6 +250,24 @@ def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
         sweep_dir, make_trainable(base, settings), resume_unfinished=True, resume_errored=True
     )
     return settings, finish_parent(_fit(tuner, settings), settings)
+
+
+def retarget_sweep(sweep_dir: str, tracking_uri: str) -> None:
+    """Point a sweep at MLflow's new address (`rlan resume --tracking-uri`): the sweep file is where the resumed
+    driver and its MLflow callback read it from. The sweep's parent run must be found there."""
+    settings, base = read_sweep_file(sweep_dir)
+    if tracking_uri == settings.tracking_uri:
+        return
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        with_retries(client.get_run, settings.parent_run_id, what="get_run", tracking_uri=tracking_uri)
+    except MlflowException:
+        raise SweepError(
+            f"--tracking-uri {tracking_uri}: the sweep's parent run {settings.parent_run_id} is not there "
+            f"(the sweep logged to {settings.tracking_uri})"
+        ) from None
+    settings.tracking_uri = tracking_uri
+    write_sweep_file(settings, base)
 
 
 def locate_sweep(name_or_path: str, storage: str) -> str:

@@ -24,7 +24,11 @@ def test_the_cpu_side_runs_the_cuda_tests_and_skips_the_gpu_parts(tmp_path):
 def test_each_part_has_a_command_and_a_time_limit(tmp_path):
     commands = gpu_check.commands(tmp_path, tmp_path)
     assert set(commands) == set(gpu_check.PARTS) == set(gpu_check.LIMIT_S)
-    assert "--gpu" in commands["train"] and "0.5" in commands["sweep"] and "--gpu-only" in commands["bench"]
+    assert (
+        "--gpus-per-worker" in commands["train"]
+        and "0.5" in commands["sweep"]
+        and "--gpu-only" in commands["bench"]
+    )
     assert max(gpu_check.LIMIT_S.values()) <= gpu_check.BUDGET_S <= 8 * 60  # under 8 minutes in all
 
 

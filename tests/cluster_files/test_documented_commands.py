@@ -136,10 +136,9 @@ def test_documented_command_is_accepted_by_the_cli(source, argv):
 
 def _shares_a_gpu_between_ranks(argv: list[str]) -> bool:
     args, _ = parse(argv)
-    if args.command != "sweep" or args.gpus_per_trial <= 0 or args.workers_per_trial <= 1:
+    if args.command not in ("train", "sweep", "ablate") or args.workers <= 1:
         return False
-    per_worker = args.gpus_per_trial / args.workers_per_trial
-    return per_worker != int(per_worker)
+    return args.gpus_per_worker != int(args.gpus_per_worker)
 
 
 @pytest.mark.parametrize("source", SOURCES)

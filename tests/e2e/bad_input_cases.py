@@ -266,8 +266,8 @@ CASES = [
     ),
     Case(
         "sweep_gpu_shared_by_ranks",
-        sweep(QUICK_SPACE, "--workers-per-trial", "2", "--gpus-per-trial", "0.5", "--address", DEAD_RAY),
-        ("--gpus-per-trial",),
+        sweep(QUICK_SPACE, "--workers", "2", "--gpus-per-worker", "0.5", "--address", DEAD_RAY),
+        ("--gpus-per-worker 0.5 with --workers 2", "whole GPUs per DDP rank"),
     ),
     Case(
         "train_zero_workers",

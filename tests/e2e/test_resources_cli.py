@@ -24,7 +24,7 @@ def test_a_gpu_per_trial_without_a_gpu_exits_2_in_one_line(tmp_path):
         done = subprocess.run(
             [sys.executable, "-m", "orchestrator.cli", "sweep", "-c", CONFIG, "-s", QUICK_SPACE, *TINY]
             + [
-                "--gpus-per-trial",
+                "--gpus-per-worker",
                 "1",
                 "--trials",
                 "1",

@@ -67,3 +67,29 @@ def test_unfinished_trials_are_counted_from_the_child_runs_not_from_tune(tmp_pat
     children[1].end("KILLED")
     tune_says = SimpleNamespace(num_terminated=3, num_errors=0)  # Tune's view after the interruption
     assert count_unfinished(parent, settings, tune_says) == 1
+
+
+def test_resume_with_a_new_tracking_uri_rewrites_the_sweep_file_and_the_callback_reads_it(tmp_path):
+    import shutil
+
+    from orchestrator.sweeps.callback import MlflowSweepCallback
+    from orchestrator.sweeps.settings import read_sweep_file, write_sweep_file
+    from orchestrator.sweeps.sweep import retarget_sweep
+
+    settings = sweep_settings(tmp_path, "moved", write_space(tmp_path))
+    settings.parent_run_id = start_parent_run(tiny(), settings)
+    write_sweep_file(settings, tiny())
+    old_db = settings.tracking_uri.removeprefix("sqlite:///")
+    shutil.copy(old_db, tmp_path / "moved.db")  # the same store behind a new address
+    moved = f"sqlite:///{tmp_path}/moved.db"
+    callback = MlflowSweepCallback(
+        settings.tracking_uri, settings.experiment, "moved", settings.parent_run_id, tiny(), "score", 3,
+        storage=settings.storage, echo=False,
+    )  # fmt: skip
+    with pytest.raises(SweepError, match="parent run .* is not there"):
+        retarget_sweep(settings.sweep_dir, f"sqlite:///{tmp_path}/empty.db")
+    assert read_sweep_file(settings.sweep_dir)[0].tracking_uri == settings.tracking_uri  # nothing changed
+    retarget_sweep(settings.sweep_dir, moved)
+    assert read_sweep_file(settings.sweep_dir)[0].tracking_uri == moved
+    callback.setup()  # what Tune calls on the restored (pickled, old-URI) callback
+    assert callback.tracking_uri == moved

@@ -27,17 +27,17 @@ Predictor = Callable[[dict], tuple[torch.Tensor, torch.Tensor | None]]
 @dataclass
 class QueryResult:
     spec: QuerySpec
-    target: np.ndarray
+    target: np.ndarray | None  # None for a test input whose output is not known (a submission)
     plain: np.ndarray  # prediction of the identity view
     ranked: list[tuple[bytes, np.ndarray, int]] = field(default_factory=list)  # (key, grid, votes)
     views: int = 1
 
     @property
     def exact(self) -> bool:
-        return same_grid(self.plain, self.target)
+        return self.target is not None and same_grid(self.plain, self.target)
 
     def pass_at(self, k: int) -> bool:
-        return any(same_grid(grid, self.target) for _, grid, _ in self.ranked[:k])
+        return self.target is not None and any(same_grid(grid, self.target) for _, grid, _ in self.ranked[:k])
 
     @property
     def consensus(self) -> float:
@@ -121,6 +121,8 @@ def evaluate_queries(
             if v == 0:
                 plain[q] = grid
                 target = sample.query_output
+                if target is None:  # nothing to score against (a submission's unknown outputs)
+                    continue
                 h, w = min(target.shape[0], s), min(target.shape[1], s)
                 pixel_hits += int((canvas[:h, :w] == target[:h, :w]).sum())
                 pixel_total += target.size

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from orchestrator.cli.args import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, build_parser
-from orchestrator.cli.runs import cmd_debug, cmd_train
+from orchestrator.cli.runs import cmd_debug, cmd_evaluate, cmd_train
 from orchestrator.cli.sweeps import cmd_ablate, cmd_compare, cmd_resume, cmd_sweep
 from orchestrator.environment import check_environment
 from orchestrator.tracking.retries import configure_http_retries
@@ -23,6 +23,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "sweep": cmd_sweep,
     "resume": cmd_resume,
     "compare": cmd_compare,
+    "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,
 }
 

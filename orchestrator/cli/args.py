@@ -152,6 +152,41 @@ def build_parser() -> argparse.ArgumentParser:
     _add_quiet_arg(ablate)
     _add_failure_args(ablate)
 
+    evaluate = sub.add_parser(
+        "evaluate", help="an ARC Prize submission from a trained model, scored where outputs are known"
+    )
+    evaluate.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="a checkpoint (folder or checkpoint.pt), an MLflow run id, or a sweep name",
+    )
+    evaluate.add_argument("--out", required=True, help="the submission JSON to write")
+    evaluate.add_argument(
+        "--version",
+        choices=["arc-agi-1", "arc-agi-2"],
+        default="arc-agi-1",
+        help="ARC version (default: arc-agi-1)",
+    )
+    evaluate.add_argument(
+        "--split",
+        choices=["training", "evaluation"],
+        default="evaluation",
+        help="ARC split (default: evaluation)",
+    )
+    evaluate.add_argument(
+        "--folder",
+        help="a folder of <task_id>.json task files instead, test outputs optional (default: none)",
+    )
+    evaluate.add_argument("--max-tasks", type=int, help="the first N tasks by id (default: every task)")
+    _add_tracking_arg(evaluate, "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in the working directory")
+    evaluate.add_argument(
+        "--experiment", help="MLflow experiment (default: the checkpoint's logging.experiment_name)"
+    )
+    evaluate.add_argument(
+        "--storage",
+        help="where a sweep named as SOURCE keeps its Train checkpoints (default: $RLAN_STORAGE or ./ray_results)",
+    )
+
     compare = sub.add_parser("compare", help="trials of a sweep from MLflow: table, best config, plots")
     compare.add_argument("sweep", metavar="NAME", help="the sweep's name (its parent run's rlan.sweep tag)")
     _add_tracking_arg(compare, "$MLFLOW_TRACKING_URI, else sqlite:///mlruns.db in the working directory")

@@ -60,3 +60,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     print(f"MLflow run {run_id} in {uri}")
     return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from orchestrator.cluster import resolve_storage
+    from orchestrator.runs.evaluate import run_evaluate
+    from rlan.config import ConfigError
+
+    if args.max_tasks is not None and args.max_tasks < 1:
+        raise ConfigError(f"--max-tasks {args.max_tasks}: expected a whole number >= 1")
+    uri = reachable_tracking_uri(args)
+    run_id, score, submission = run_evaluate(
+        args.source,
+        tracking_uri=uri,
+        out=args.out,
+        storage=resolve_storage(args.storage),
+        version=args.version,
+        split=args.split,
+        folder=args.folder,
+        max_tasks=args.max_tasks,
+        experiment=args.experiment,
+    )
+    inputs = sum(len(entries) for entries in submission.values())
+    print(f"submission: {len(submission)} tasks, {inputs} test inputs -> {args.out}")
+    if score is None:
+        print("not scored: no task's test outputs are known")
+    else:
+        print(
+            f"score (ARC Prize, top-2): {score.score:.4f} over {score.tasks} tasks "
+            f"({score.solved} of {score.outputs} test outputs solved)"
+        )
+    print(f"MLflow run {run_id} in {uri}")
+    return EXIT_OK

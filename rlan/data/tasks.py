@@ -67,8 +67,9 @@ def _pairs(value: Any, where: str, require_output: bool) -> tuple[Pair, ...]:
     return tuple(pairs)
 
 
-def parse_task(task_id: str, raw: Any, source: str) -> ArcTask:
-    """Validate one task's JSON object; errors read '<source>: task <id>: <where>: <reason>'."""
+def parse_task(task_id: str, raw: Any, source: str, test_outputs: bool = True) -> ArcTask:
+    """Validate one task's JSON object; errors read '<source>: task <id>: <where>: <reason>'.
+    test_outputs=False accepts test pairs without an output (a task to submit predictions for)."""
     where = f"{source}: task {task_id}"
     if not isinstance(raw, dict):
         raise DataError(f"{where}: expected an object with 'train' and 'test'")
@@ -76,7 +77,9 @@ def parse_task(task_id: str, raw: Any, source: str) -> ArcTask:
         if key not in raw:
             raise DataError(f"{where}: missing '{key}'")
     try:
-        return ArcTask(task_id, _pairs(raw["train"], "train", True), _pairs(raw["test"], "test", True))
+        return ArcTask(
+            task_id, _pairs(raw["train"], "train", True), _pairs(raw["test"], "test", test_outputs)
+        )
     except DataError as exc:
         raise DataError(f"{where}: {exc}") from None
 
@@ -90,14 +93,14 @@ def _read_json(path: Path) -> Any:
         raise DataError(f"{path}: cannot read ({exc.strerror})") from None
 
 
-def load_folder(path: str | Path) -> list[ArcTask]:
+def load_folder(path: str | Path, test_outputs: bool = True) -> list[ArcTask]:
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder of <task_id>.json files")
     files = sorted(folder.glob("*.json"))
     if not files:
         raise DataError(f"{folder}: no .json task files found")
-    return [parse_task(f.stem, _read_json(f), str(f)) for f in files]
+    return [parse_task(f.stem, _read_json(f), str(f), test_outputs) for f in files]
 
 
 def load_combined(path: str | Path) -> list[ArcTask]:

@@ -78,3 +78,12 @@ def test_combined_json_accepts_a_mapping_and_names_bad_tasks(tmp_path):
         load_combined(path)
     with pytest.raises(DataError, match="file not found"):
         load_combined(tmp_path / "missing.json")
+
+
+def test_test_outputs_are_optional_only_for_a_submission(tmp_path):
+    demo = {"input": [[1]], "output": [[2]]}
+    (tmp_path / "t1.json").write_text(json.dumps({"train": [demo], "test": [{"input": [[3]]}, demo]}))
+    with pytest.raises(DataError, match=r"t1.json: task t1: test\[0\]: a pair needs an 'output' grid"):
+        load_folder(tmp_path)  # training and evaluation need every output
+    (task,) = load_folder(tmp_path, test_outputs=False)
+    assert task.test[0][1] is None and task.test[1][1].tolist() == [[2]]

@@ -75,6 +75,22 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
         for r in summary["results"]
     )
     assert spans[1][0] <= spans[0][1], spans
+    # `rlan evaluate SWEEP` submits with the best trial's last Train checkpoint (none was logged to MLflow)
+    from orchestrator.comparison.compare import compare_sweep
+    from orchestrator.runs.evaluate import checkpoint_folder, run_evaluate
+
+    best = compare_sweep(settings.tracking_uri, "agree").best
+    found = checkpoint_folder("agree", settings.tracking_uri, settings.storage, str(tmp_path))
+    assert found.parent == Path(settings.storage) / "agree" / "train" / f"trial-{best.trial_id}"
+    run_id, score, submission = run_evaluate(
+        "agree",
+        tracking_uri=settings.tracking_uri,
+        out=str(tmp_path / "s.json"),
+        storage=settings.storage,
+        max_tasks=2,
+    )
+    assert len(submission) == 2 and score is not None and score.tasks == 2
+    assert client.get_run(run_id).data.tags["rlan.source"] == "agree"
 
 
 def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):

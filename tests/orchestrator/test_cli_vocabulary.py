@@ -20,7 +20,7 @@ def options(command: argparse.ArgumentParser) -> dict[str, argparse.Action]:
     return {s: a for a in command._actions for s in a.option_strings if s.startswith("--") and s != "--help"}
 
 
-@pytest.mark.parametrize("name", ["debug", "train", "sweep", "resume", "ablate", "compare"])
+@pytest.mark.parametrize("name", ["debug", "train", "sweep", "resume", "ablate", "compare", "evaluate"])
 def test_every_option_says_what_it_does_and_its_default(name):
     for flag, action in options(subcommands()[name]).items():
         assert action.help and len(action.help) > 10, f"rlan {name} {flag}: no help"
@@ -43,9 +43,9 @@ def test_the_resource_flags_are_the_same_on_every_command_that_sizes_runs():
 
 def test_mlflow_and_storage_flags_wherever_a_command_touches_them():
     commands = subcommands()
-    for name in ("debug", "train", "sweep", "resume", "ablate", "compare"):
+    for name in ("debug", "train", "sweep", "resume", "ablate", "compare", "evaluate"):
         assert "--tracking-uri" in options(commands[name]), name
-    for name in ("train", "sweep", "resume", "ablate"):
+    for name in ("train", "sweep", "resume", "ablate", "evaluate"):
         assert "--storage" in options(commands[name]), name
 
 

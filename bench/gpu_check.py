@@ -65,7 +65,18 @@ def commands(work: Path, out: Path) -> dict[str, list[str]]:
     quick = ["training.max_epochs=2", "evaluation.eval_every=1"]
     return {
         "cuda_tests": [*python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(ROOT / "tests" / "gpu")],
-        "train": [*cli, "train", "-c", "configs/debug.yaml", "--workers", "1", "--gpus-per-worker", "1", *store, *quick],
+        "train": [
+            *cli,
+            "train",
+            "-c",
+            "configs/debug.yaml",
+            "--workers",
+            "1",
+            "--gpus-per-worker",
+            "1",
+            *store,
+            *quick,
+        ],
         "sweep": [
             *cli,
             "sweep",

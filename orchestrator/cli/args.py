@@ -42,6 +42,15 @@ def _add_resource_args(parser: argparse.ArgumentParser, each: str) -> None:
     )
 
 
+def _add_register_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--register",
+        metavar="MODEL",
+        help="register the best trial's checkpoint as a new version of this MLflow registered model "
+        "(default: none); `rlan evaluate models:/MODEL/latest` loads it",
+    )
+
+
 def _add_quiet_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--quiet", action="store_true", help="no progress bars or per-epoch lines (default: off)"
@@ -115,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="log each trial's final checkpoint to its MLflow run (default: off, plots and tables only)",
     )
     _add_quiet_arg(sweep)
+    _add_register_arg(sweep)
     _add_failure_args(sweep)
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep")
@@ -200,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument(
         "--out", help="folder for comparison.csv, best_config.yaml and PNG plots (default: none, print only)"
+    )
+    _add_register_arg(compare)
+    compare.add_argument(
+        "--storage",
+        help="where the sweep keeps its Train checkpoints, for --register (default: $RLAN_STORAGE or ./ray_results)",
     )
     return parser
 

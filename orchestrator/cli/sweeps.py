@@ -44,10 +44,25 @@ def trials_exit_status(command: str, summary: dict, allow_partial: bool) -> int:
     return EXIT_OK if accepted else EXIT_FAILURE
 
 
-def _print_compare(uri: str, name: str, experiment: str | None) -> None:
+def _print_compare(
+    uri: str, name: str, experiment: str | None, register: str | None = None, storage: str = ""
+) -> None:
     from orchestrator.comparison.compare import compare_sweep, format_comparison
 
-    print(format_comparison(compare_sweep(uri, name, experiment), "table"))
+    comparison = compare_sweep(uri, name, experiment)
+    print(format_comparison(comparison, "table"))
+    if register:
+        _register(comparison, register, storage)
+
+
+def _register(comparison, model: str, storage: str) -> None:
+    from orchestrator.comparison.registry import register_best
+
+    version = register_best(comparison, model, storage)
+    print(
+        f"registered {model} version {version.version}: trial {comparison.best.trial_id}, "
+        f"{comparison.metric} {comparison.best.value:.4g} (rlan evaluate models:/{model}/{version.version})"
+    )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -101,7 +116,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     summary = run_sweep(config, space, settings)
     if interrupted("sweep", summary, settings.name):
         return EXIT_INTERRUPTED
-    _print_compare(uri, settings.name, settings.experiment)
+    _print_compare(uri, settings.name, settings.experiment, args.register, settings.storage)
     print(
         f"{summary['trials']} trials, {summary['errors']} errors. Resume an interrupted sweep with: "
         f"rlan resume {settings.name}"
@@ -212,4 +227,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     uri = resolve_tracking_uri(args.tracking_uri)
     comparison = compare_sweep(uri, args.sweep, args.experiment, args.metric, args.top, args.out)
     print(format_comparison(comparison, args.format))
+    if args.register:
+        from orchestrator.cluster import resolve_storage
+
+        _register(comparison, args.register, resolve_storage(args.storage))
     return EXIT_OK

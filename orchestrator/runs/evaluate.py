@@ -1,6 +1,7 @@
 """`rlan evaluate`: a trained model's ARC Prize submission for a set of tasks, scored where the outputs are known.
 
-SOURCE is a checkpoint (a folder holding checkpoint.pt, or the file), an MLflow run id (its
+SOURCE is a checkpoint (a folder holding checkpoint.pt, or the file), a registered model version
+(models:/NAME/VERSION, or models:/NAME/latest; `rlan compare --register` makes them), an MLflow run id (its
 checkpoint/checkpoint.pt artifact: `rlan debug` and `rlan train` log it, sweep trials with --log-checkpoints),
 or a sweep name (its best trial: the trial's logged checkpoint, else its last Train checkpoint under the
 sweep's storage). The model is rebuilt from the checkpoint's own config and predicts with that config's TTA
@@ -38,9 +39,51 @@ def checkpoint_folder(source: str, tracking_uri: str, storage: str, scratch: str
     if path.exists():
         return path.parent if path.is_file() else path
     client = MlflowClient(tracking_uri=tracking_uri)
+    if source.startswith("models:/"):
+        return _logged_checkpoint(client, registered_run(client, source), scratch, source)
     if RUN_ID.fullmatch(source):
         return _logged_checkpoint(client, source, scratch, f"MLflow run {source}")
-    return _best_trial_checkpoint(client, source, tracking_uri, storage, scratch)
+    from orchestrator.comparison.compare import compare_sweep  # a sweep only when SOURCE names one
+
+    try:
+        best = compare_sweep(tracking_uri, source).best
+    except ConfigError as exc:
+        raise ConfigError(
+            f"'{source}': not a checkpoint, a model, an MLflow run id or a sweep ({exc})"
+        ) from None
+    if best is None:
+        raise ConfigError(f"sweep '{source}': no trial has its metric yet, so there is no best trial")
+    return trial_checkpoint(client, source, best.run_id, best.trial_id, storage, scratch)
+
+
+def registered_run(client: MlflowClient, uri: str) -> str:
+    """The run behind models:/NAME/VERSION (or models:/NAME/latest), via MLflow's Model Registry."""
+    name, _, version = uri.removeprefix("models:/").partition("/")
+    try:
+        if version in ("", "latest"):
+            versions = with_retries(
+                client.search_model_versions, f"name = '{name}'", what="search_model_versions"
+            )
+            version = str(max(int(v.version) for v in versions)) if versions else "none"
+        return with_retries(client.get_model_version, name, version, what="get_model_version").run_id
+    except (MlflowException, ValueError):
+        raise ConfigError(f"{uri}: no such registered model version") from None
+
+
+def trial_checkpoint(
+    client: MlflowClient, sweep: str, run_id: str, trial_id: str, storage: str, scratch: str
+) -> Path:
+    """A sweep trial's final checkpoint: logged to its run (--log-checkpoints), else its last Train checkpoint
+    under the sweep's storage (Ray names those folders by time, so the last in order is the newest)."""
+    if any(
+        a.path == "checkpoint" for a in with_retries(client.list_artifacts, run_id, what="list_artifacts")
+    ):
+        return _logged_checkpoint(client, run_id, scratch, f"trial {trial_id}")
+    train = Path(storage) / sweep / "train" / f"trial-{trial_id}"
+    found = sorted(train.glob("checkpoint_*/checkpoint.pt"))
+    if not found:
+        raise ConfigError(f"sweep '{sweep}': trial {trial_id} has no checkpoint under {train}")
+    return found[-1].parent
 
 
 def _logged_checkpoint(client: MlflowClient, run_id: str, scratch: str, what: str) -> Path:
@@ -53,26 +96,6 @@ def _logged_checkpoint(client: MlflowClient, run_id: str, scratch: str, what: st
             f"{what}: no checkpoint/checkpoint.pt artifact (sweep trials log it with --log-checkpoints)"
         ) from None
     return Path(local).parent
-
-
-def _best_trial_checkpoint(
-    client: MlflowClient, name: str, tracking_uri: str, storage: str, scratch: str
-) -> Path:
-    from orchestrator.comparison.compare import compare_sweep  # a sweep only when SOURCE names one
-
-    try:
-        best = compare_sweep(tracking_uri, name).best
-    except ConfigError as exc:
-        raise ConfigError(f"'{name}': not a checkpoint, an MLflow run id or a sweep ({exc})") from None
-    if best is None:
-        raise ConfigError(f"sweep '{name}': no trial has its metric yet, so there is no best trial")
-    if any(a.path == "checkpoint" for a in client.list_artifacts(best.run_id)):
-        return _logged_checkpoint(client, best.run_id, scratch, f"trial {best.trial_id}")
-    train = Path(storage) / name / "train" / f"trial-{best.trial_id}"
-    found = sorted(train.glob("checkpoint_*/checkpoint.pt"))  # Ray names them by time: the last is newest
-    if not found:
-        raise ConfigError(f"sweep '{name}': best trial {best.trial_id} has no checkpoint under {train}")
-    return found[-1].parent
 
 
 def evaluation_tasks_for(

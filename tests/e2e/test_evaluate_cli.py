@@ -76,7 +76,7 @@ def test_task_files_without_outputs_are_predicted_not_scored(trained, tmp_path):
 @pytest.mark.parametrize(
     ("source", "expect"),
     [
-        ("no-such-sweep", "'no-such-sweep': not a checkpoint, an MLflow run id or a sweep"),
+        ("no-such-sweep", "'no-such-sweep': not a checkpoint, a model, an MLflow run id or a sweep"),
         ("0" * 32, "no checkpoint/checkpoint.pt artifact"),
     ],
 )

@@ -91,6 +91,19 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
     )
     assert len(submission) == 2 and score is not None and score.tasks == 2
     assert client.get_run(run_id).data.tags["rlan.source"] == "agree"
+    # `rlan compare agree --register M`: the best trial's Train checkpoint becomes version 1 of M, loadable back
+    from orchestrator.comparison.registry import register_best
+
+    version = register_best(compare_sweep(settings.tracking_uri, "agree"), "rlan-agree", settings.storage)
+    assert (version.version, version.run_id) == ("1", best.run_id)
+    assert version.tags["rlan.trial_id"] == best.trial_id and version.tags["rlan.metric"] == "score"
+    logged = [a.path for a in client.list_artifacts(best.run_id, "checkpoint")]
+    assert logged == ["checkpoint/checkpoint.pt"]  # uploaded for the registry (the sweep logged none)
+    _, again, _ = run_evaluate(
+        "models:/rlan-agree/latest", tracking_uri=settings.tracking_uri, out=str(tmp_path / "m.json"),
+        storage=settings.storage, max_tasks=2,
+    )  # fmt: skip
+    assert again == score  # the same weights, the same submission score
 
 
 def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):

@@ -95,7 +95,7 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
     from orchestrator.comparison.registry import register_best
 
     version = register_best(compare_sweep(settings.tracking_uri, "agree"), "rlan-agree", settings.storage)
-    assert (version.version, version.run_id) == ("1", best.run_id)
+    assert (str(version.version), version.run_id) == ("1", best.run_id)
     assert version.tags["rlan.trial_id"] == best.trial_id and version.tags["rlan.metric"] == "score"
     logged = [a.path for a in client.list_artifacts(best.run_id, "checkpoint")]
     assert logged == ["checkpoint/checkpoint.pt"]  # uploaded for the registry (the sweep logged none)

@@ -1,7 +1,7 @@
 """The `rlan` command. Bad input exits 2 with one line; a training failure exits 1; no tracebacks.
 
 args.py builds the parser and checks flag values; runs.py runs `debug` and `train`; sweeps.py runs `sweep`,
-`resume`, `ablate` and `compare`.
+`resume`, `extend`, `ablate` and `compare`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 
 from orchestrator.cli.args import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, build_parser
 from orchestrator.cli.runs import cmd_debug, cmd_evaluate, cmd_train
-from orchestrator.cli.sweeps import cmd_ablate, cmd_compare, cmd_resume, cmd_sweep
+from orchestrator.cli.sweeps import cmd_ablate, cmd_compare, cmd_extend, cmd_resume, cmd_sweep
 from orchestrator.environment import check_environment
 from orchestrator.tracking.retries import configure_http_retries
 
@@ -22,6 +22,7 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "train": cmd_train,
     "sweep": cmd_sweep,
     "resume": cmd_resume,
+    "extend": cmd_extend,
     "compare": cmd_compare,
     "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,

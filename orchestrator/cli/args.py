@@ -1,5 +1,5 @@
-"""What `rlan` accepts on its command line: the argument parser, and the checks of flag values that Ray
-would only reject (or hang on) after starting. orchestrator/cli/ runs the commands.
+"""What `rlan` accepts on its command line: the argument parser (checks.py checks the values that Ray would
+only reject after starting). orchestrator/cli/ runs the commands.
 
 One vocabulary: a flag means the same on every command that takes it (--workers, --cpus-per-worker and
 --gpus-per-worker size each Train run, whether it is `rlan train`'s one run or a sweep's trial), every command
@@ -26,19 +26,31 @@ def _add_tracking_arg(parser: argparse.ArgumentParser, default: str) -> None:
     parser.add_argument("--tracking-uri", help=f"MLflow tracking URI (default: {default})")
 
 
-def _add_resource_args(parser: argparse.ArgumentParser, each: str) -> None:
+def _add_resource_args(parser: argparse.ArgumentParser, each: str, inherited: bool = False) -> None:
+    """inherited: the defaults are what the sweep was started with (`rlan extend`)."""
+    default = {"workers": 1, "cpus": 1.0, "gpus": 0.0}
+    shown = (
+        {k: "the sweep's" for k in default} if inherited else {"workers": 1, "cpus": 1, "gpus": "0, the CPU"}
+    )
+    pick = (lambda key: None) if inherited else default.get
     parser.add_argument(
-        "--workers", type=int, default=1, help=f"Ray Train workers (DDP ranks) of {each} (default: 1)"
+        "--workers",
+        type=int,
+        default=pick("workers"),
+        help=f"Ray Train workers (DDP ranks) of {each} (default: {shown['workers']})",
     )
     parser.add_argument(
-        "--cpus-per-worker", type=float, default=1.0, help="CPUs each worker holds (default: 1)"
+        "--cpus-per-worker",
+        type=float,
+        default=pick("cpus"),
+        help=f"CPUs each worker holds (default: {shown['cpus']})",
     )
     parser.add_argument(
         "--gpus-per-worker",
         type=float,
-        default=0.0,
+        default=pick("gpus"),
         help="GPUs each worker holds: whole GPUs (NCCL), or a fraction with --workers 1 so runs share a GPU "
-        "(default: 0, the CPU)",
+        f"(default: {shown['gpus']})",
     )
 
 
@@ -123,9 +135,29 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="log each trial's final checkpoint to its MLflow run (default: off, plots and tables only)",
     )
+    sweep.add_argument(
+        "--study-storage",
+        metavar="URL",
+        help="database that keeps the Optuna study, for `rlan extend` and `rlan compare` (default: "
+        "sqlite optuna.db beside MLflow's SQLite file, else in --storage)",
+    )
     _add_quiet_arg(sweep)
     _add_register_arg(sweep)
     _add_failure_args(sweep)
+
+    extend = sub.add_parser(
+        "extend",
+        help="more trials for a sweep, proposed by its own Optuna study, under the same MLflow parent",
+    )
+    extend.add_argument("sweep", metavar="NAME|PATH", help="the sweep's name under --storage, or its folder")
+    extend.add_argument("--trials", type=int, required=True, help="trials to add (required)")
+    extend.add_argument("--concurrency", type=int, help="trials running at once (default: the sweep's)")
+    _add_resource_args(extend, "each trial", inherited=True)
+    _add_tracking_arg(extend, "the sweep's own, saved beside its Tune state")
+    _add_ray_args(extend)
+    _add_quiet_arg(extend)
+    _add_register_arg(extend)
+    _add_failure_args(extend, relaunch=False)
 
     resume = sub.add_parser("resume", help="finish an interrupted sweep")
     resume.add_argument("sweep", metavar="NAME|PATH", help="the sweep's name under --storage, or its folder")
@@ -213,6 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_register_arg(compare)
     compare.add_argument(
+        "--study-storage",
+        metavar="URL",
+        help="the sweep's Optuna study database, when it moved or its URL needs a password (default: the "
+        "one the sweep recorded on its parent run)",
+    )
+    compare.add_argument(
         "--storage",
         help="where the sweep keeps its Train checkpoints, for --register (default: $RLAN_STORAGE or ./ray_results)",
     )
@@ -249,40 +287,3 @@ def _add_failure_args(parser: argparse.ArgumentParser, relaunch: bool = True) ->
         action="store_true",
         help="exit 0 when some trials failed but others finished (default: exit 1 if any trial failed)",
     )
-
-
-def check_max_failures(args: argparse.Namespace) -> None:
-    from rlan.config import ConfigError
-
-    if args.max_failures < 0:
-        raise ConfigError(f"--max-failures {args.max_failures}: expected a whole number >= 0")
-
-
-def check_resources_args(args: argparse.Namespace) -> None:
-    """Worker counts and GPU shares that Ray would only reject (or hang on) after starting."""
-    from rlan.config import ConfigError
-
-    for flag in ("trials", "concurrency", "workers"):
-        if hasattr(args, flag) and getattr(args, flag) < 1:
-            raise ConfigError(
-                f"--{flag.replace('_', '-')} {getattr(args, flag)}: expected a whole number >= 1"
-            )
-    if args.cpus_per_worker <= 0:
-        raise ConfigError(f"--cpus-per-worker {args.cpus_per_worker}: expected a number > 0")
-    gpus = args.gpus_per_worker
-    if gpus < 0 or (args.workers > 1 and gpus != int(gpus)):
-        raise ConfigError(
-            f"--gpus-per-worker {gpus} with --workers {args.workers}: expected whole GPUs per DDP rank; "
-            "fractional GPUs need --workers 1 (ray#48012)"
-        )
-    check_max_failures(args)
-    check_wait(args)
-    if getattr(args, "grace_period", None) is not None and args.grace_period < 1:
-        raise ConfigError(f"--grace-period {args.grace_period}: expected a whole number of epochs >= 1")
-
-
-def check_wait(args: argparse.Namespace) -> None:
-    from rlan.config import ConfigError
-
-    if getattr(args, "wait_for_resources", 0) < 0:
-        raise ConfigError(f"--wait-for-resources {args.wait_for_resources}: expected seconds >= 0")

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from orchestrator.cli.args import EXIT_OK, check_resources_args
+from orchestrator.cli.args import EXIT_OK
+from orchestrator.cli.checks import check_resources_args
 
 
 def reachable_tracking_uri(args: argparse.Namespace) -> str:

@@ -6,13 +6,8 @@ import argparse
 import os
 import sys
 
-from orchestrator.cli.args import (
-    EXIT_FAILURE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    check_resources_args,
-    check_wait,
-)
+from orchestrator.cli.args import EXIT_FAILURE, EXIT_INTERRUPTED, EXIT_OK
+from orchestrator.cli.checks import check_resources_args, check_wait
 from orchestrator.cli.runs import reachable_tracking_uri
 
 
@@ -68,6 +63,7 @@ def _register(comparison, model: str, storage: str) -> None:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from orchestrator.cluster import join_cluster, resolve_storage
     from orchestrator.sweeps.search_space import load_search_space
+    from orchestrator.sweeps.study import default_study_storage, open_storage
     from orchestrator.sweeps.sweep import SweepSettings, run_sweep, sweep_name
     from rlan.config import load_config
     from rlan.data import training_tasks
@@ -99,7 +95,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         log_checkpoints=args.log_checkpoints,
         max_failures=args.max_failures,
         echo=not args.quiet,
+        study_storage=args.study_storage or default_study_storage(uri, storage),
     )
+    open_storage(settings.study_storage)  # a bad URL is one line now, not a failed Tune start
     join_cluster(
         args.address,
         storage,
@@ -157,6 +155,61 @@ def cmd_resume(args: argparse.Namespace) -> int:
         _print_compare(settings.tracking_uri, settings.name, settings.experiment)
     print(f"{summary['trials']} trials, {summary['errors']} errors")
     return trials_exit_status("resume", summary, args.allow_partial)
+
+
+def cmd_extend(args: argparse.Namespace) -> int:
+    from orchestrator.cluster import join_cluster, resolve_storage
+    from orchestrator.sweeps.extend import extend_sweep, extension_settings
+    from orchestrator.sweeps.sweep import locate_sweep, read_sweep_file, retarget_sweep
+    from orchestrator.tracking.uri import check_reachable
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    sweep_dir = locate_sweep(args.sweep, resolve_storage(args.storage))
+    if args.tracking_uri:
+        retarget_sweep(sweep_dir, reachable_tracking_uri(args))
+    saved = read_sweep_file(sweep_dir)[0]
+    check_reachable(saved.tracking_uri)
+    # Unset resource flags keep the sweep's own, so the new trials are sized like the earlier ones.
+    sized = argparse.Namespace(
+        trials=args.trials,
+        concurrency=args.concurrency or saved.concurrency,
+        workers=args.workers or saved.workers_per_trial,
+        cpus_per_worker=args.cpus_per_worker or saved.cpus_per_worker,
+        gpus_per_worker=saved.gpus_per_trial / saved.workers_per_trial
+        if args.gpus_per_worker is None
+        else args.gpus_per_worker,
+        max_failures=saved.max_failures,
+        wait_for_resources=args.wait_for_resources,
+    )
+    check_resources_args(sized)
+    part = extension_settings(
+        sweep_dir,
+        args.trials,
+        concurrency=sized.concurrency,
+        workers_per_trial=sized.workers,
+        cpus_per_worker=sized.cpus_per_worker,
+        gpus_per_trial=sized.gpus_per_worker * sized.workers,
+        echo=not args.quiet,
+    )
+    join_cluster(
+        args.address,
+        saved.storage,
+        sized.workers,
+        sized.cpus_per_worker,
+        sized.gpus_per_worker,
+        args.wait_for_resources,
+    )
+    print(
+        f"extend {saved.name}: {args.trials} more trials after {saved.planned_trials}, "
+        f"{sized.concurrency} at a time, storage {part.sweep_dir}, MLflow {part.tracking_uri}",
+        flush=True,
+    )
+    summary = extend_sweep(sweep_dir, part)
+    if interrupted("extend", summary, saved.name):
+        return EXIT_INTERRUPTED
+    _print_compare(part.tracking_uri, saved.name, saved.experiment, args.register, saved.storage)
+    print(f"{summary['trials']} trials added, {summary['errors']} errors")
+    return trials_exit_status("extend", summary, args.allow_partial)
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
@@ -225,7 +278,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from orchestrator.tracking.uri import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    comparison = compare_sweep(uri, args.sweep, args.experiment, args.metric, args.top, args.out)
+    comparison = compare_sweep(
+        uri, args.sweep, args.experiment, args.metric, args.top, args.out, study_storage=args.study_storage
+    )
     print(format_comparison(comparison, args.format))
     if args.register:
         from orchestrator.cluster import resolve_storage

@@ -50,9 +50,12 @@ def compare_sweep(
     top: int = 10,
     out: str | None = None,
     mode: str | None = None,
+    study_storage: str | None = None,
 ) -> SweepComparison:
     """Rank the trials of sweep `name`; with `out`, write the tables and plots there and log them to the
-    parent run under compare/. `mode` defaults to the sweep's for its own metric, else min for a loss."""
+    parent run under compare/. `mode` defaults to the sweep's for its own metric, else min for a loss.
+    Importance and plots come from the sweep's Optuna study (study_storage, default the one its parent run
+    records) when it can be read and ranks by the swept metric; else from a study rebuilt from MLflow."""
     if top < 1:
         raise CompareError(f"--top {top}: expected a positive number of trials")
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -94,10 +97,33 @@ def compare_sweep(
         except ConfigError as exc:
             notes.append(f"best config not rebuilt: {exc}")
     distributions = space.to_optuna() if space else inferred_distributions(trials, knobs)
-    comparison.importance, comparison.importance_note = parameter_importance(trials, distributions, mode)
+    study = _sweep_study(tags, name, study_storage, notes) if metric == swept_metric else None
+    comparison.importance, comparison.importance_note = parameter_importance(
+        trials, distributions, mode, study
+    )
+    if study is not None and comparison.importance is not None:
+        comparison.importance_note += " of the sweep's Optuna study"
     if out is not None:
-        write_report(comparison, client, Path(out), top, format_comparison(comparison, "csv"), distributions)
+        csv_text = format_comparison(comparison, "csv")
+        write_report(comparison, client, Path(out), top, csv_text, distributions, study)
     return comparison
+
+
+def _sweep_study(tags: dict[str, str], name: str, given: str | None, notes: list[str]):
+    """The study the sampler kept (Optuna RDB storage), or None with a note saying why not."""
+    from orchestrator.sweeps.study import load_study
+
+    url = given or tags.get("rlan.study_storage")
+    if not url:
+        return None  # kept in memory (grids, ablations, sweeps from before studies were stored)
+    if "***" in url and not given:
+        notes.append(f"Optuna study at {url}: its password is not recorded; pass --study-storage")
+        return None
+    try:
+        return load_study(url, name)
+    except ConfigError as exc:
+        notes.append(f"Optuna study not read ({exc}); importance and plots from MLflow's trials")
+        return None
 
 
 def _experiment_ids(client: MlflowClient, uri: str, experiment: str | None) -> list[str]:

@@ -86,12 +86,14 @@ def scored_study(trials: list[Trial], distributions: dict[str, Any], mode: str) 
 
 
 def parameter_importance(
-    trials: list[Trial], distributions: dict[str, Any], mode: str
+    trials: list[Trial], distributions: dict[str, Any], mode: str, study: optuna.Study | None = None
 ) -> tuple[dict[str, float] | None, str]:
-    """Optuna's importance (PED-ANOVA) over the trials that have the metric; (None, reason) when it cannot."""
+    """Optuna's importance (PED-ANOVA) over the trials that have the metric: of the sweep's own study when
+    given, else of one rebuilt from the trials; (None, reason) when it cannot."""
     if not distributions:
         return None, "unavailable: no knobs to rate"
-    frozen = scored_study(trials, distributions, mode).trials
+    study = study or scored_study(trials, distributions, mode)
+    frozen = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
     if len(frozen) < MIN_IMPORTANCE_TRIALS:
         return None, f"unavailable: needs {MIN_IMPORTANCE_TRIALS} trials with the metric, found {len(frozen)}"
     if len({f.value for f in frozen}) == 1:
@@ -99,7 +101,7 @@ def parameter_importance(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            scores = optuna.importance.get_param_importances(scored_study(trials, distributions, mode))
+            scores = optuna.importance.get_param_importances(study)
     except Exception as exc:  # the evaluator's own limits must not sink the whole comparison
         return None, f"unavailable: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     return {k: float(v) for k, v in scores.items()}, f"PED-ANOVA over {len(frozen)} trials"
@@ -149,8 +151,10 @@ def write_report(
     top: int,
     csv_text: str,
     distributions: dict[str, Any],
+    study: optuna.Study | None = None,
 ) -> None:
-    """comparison.csv, best_config.yaml, Optuna's plots of the sweep and the top trials' curves under out; the
+    """comparison.csv, best_config.yaml, Optuna's plots of the sweep (its own study when given) and the top
+    trials' curves under out; the
     plots and the best config are also logged to the parent run under compare/ (log_artifact only, so the
     parent keeps its status)."""
     from orchestrator.tracking import plots  # matplotlib only when files are asked for
@@ -162,7 +166,7 @@ def write_report(
         (out / "best_config.yaml").write_text(c.best_config_yaml)
         written.append(out / "best_config.yaml")
     scored = [t for t in c.trials if t.value is not None]
-    study = scored_study(scored, distributions, c.mode)
+    study = study or scored_study(scored, distributions, c.mode)
     if study.trials and distributions:
         written += optuna_figures(study, c.metric, out, c.notes)
     elif not scored:

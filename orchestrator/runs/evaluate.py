@@ -79,11 +79,13 @@ def trial_checkpoint(
         a.path == "checkpoint" for a in with_retries(client.list_artifacts, run_id, what="list_artifacts")
     ):
         return _logged_checkpoint(client, run_id, scratch, f"trial {trial_id}")
-    train = Path(storage) / sweep / "train" / f"trial-{trial_id}"
-    found = sorted(train.glob("checkpoint_*/checkpoint.pt"))
-    if not found:
-        raise ConfigError(f"sweep '{sweep}': trial {trial_id} has no checkpoint under {train}")
-    return found[-1].parent
+    root = Path(storage) / sweep  # the trial ran in the sweep itself or in one of its extensions
+    train = root / "train" / f"trial-{trial_id}"
+    for folder in (train, *root.glob(f"extend-*/train/trial-{trial_id}")):
+        found = sorted(folder.glob("checkpoint_*/checkpoint.pt"))
+        if found:
+            return found[-1].parent
+    raise ConfigError(f"sweep '{sweep}': trial {trial_id} has no checkpoint under {train}")
 
 
 def _logged_checkpoint(client: MlflowClient, run_id: str, scratch: str, what: str) -> Path:

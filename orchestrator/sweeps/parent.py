@@ -9,6 +9,7 @@ from typing import Any
 from mlflow.tracking import MlflowClient
 
 from orchestrator.sweeps.settings import SweepError, SweepSettings
+from orchestrator.sweeps.study import public_url
 from orchestrator.tracking.experiments import search_all_runs
 from orchestrator.tracking.retries import with_retries
 from orchestrator.tracking.run_logger import RunLogger
@@ -54,6 +55,7 @@ def start_parent_run(base: RunConfig, settings: SweepSettings) -> str:
             "rlan.search_space_file": settings.search_space_file,
             "rlan.search_space": settings.search_space_text,
             "rlan.storage": settings.sweep_dir,
+            "rlan.study_storage": public_url(settings.study_storage),  # "" when the study was in memory
         },
     )
     existing = earlier_parent(settings)
@@ -75,44 +77,57 @@ def start_parent_run(base: RunConfig, settings: SweepSettings) -> str:
     return parent.run_id
 
 
-def count_unfinished(parent: RunLogger, settings: SweepSettings, results) -> int:
-    """Trials of the sweep not yet run to their end. After Ctrl-C Tune stops gracefully and returns as if
-    done: it marks the trials it stopped TERMINATED and never creates the rest. Our own record is exact:
-    every trial that ended has a child run that is no longer RUNNING."""
+def trial_states(parent: RunLogger, settings: SweepSettings) -> list[str] | None:
+    """The status of every trial run of the sweep (every part's); None when MLflow cannot say."""
     try:
         query = f"tags.`rlan.sweep` = '{settings.name}' and tags.`rlan.role` = 'trial'"
-        children = search_all_runs(parent.client, [parent.experiment_id], query)
-        ended = sum(run.info.status != "RUNNING" for run in children)
-    except Exception:  # MLflow unreachable at the very end: Tune's count, blind to an interruption
-        ended = results.num_terminated + results.num_errors
-    return max(0, settings.trials - ended)
+        return [run.info.status for run in search_all_runs(parent.client, [parent.experiment_id], query)]
+    except Exception:
+        return None
 
 
-def finish_parent(results, settings: SweepSettings) -> dict[str, Any]:
-    """Close the parent run; a summary with the ResultGrid under 'results'."""
+def count_unfinished(parent: RunLogger, settings: SweepSettings, results, planned: int | None = None) -> int:
+    """Trials of the sweep (`planned`: every part's, default this part's) not yet run to their end. After
+    Ctrl-C Tune stops gracefully and returns as if done: it marks the trials it stopped TERMINATED and never
+    creates the rest. Our own record is exact: every trial that ended has a child run no longer RUNNING."""
+    planned = planned or settings.trials
+    states = trial_states(parent, settings)
+    if states is None:  # MLflow unreachable at the very end: Tune's count, blind to an interruption
+        return max(0, settings.trials - results.num_terminated - results.num_errors)
+    return max(0, planned - sum(state != "RUNNING" for state in states))
+
+
+def finish_parent(results, settings: SweepSettings, planned: int | None = None) -> dict[str, Any]:
+    """Close the parent run; a summary of this part (the sweep, or one extension) with its ResultGrid under
+    'results'. The parent's tags count the whole sweep (`planned` trials) and keep its best value."""
     parent = RunLogger(settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id)
     errors = len(results.errors)
     finished = len(results) - errors
-    unfinished = count_unfinished(parent, settings, results)
-    parent.set_tags(
-        {
-            "rlan.trials": str(len(results)),
-            "rlan.trial_errors": str(errors),
-            "rlan.trials_unfinished": str(unfinished),
-        }
-    )
+    unfinished = count_unfinished(parent, settings, results, planned)
+    states = trial_states(parent, settings)
     summary: dict[str, Any] = {
         "trials": len(results),
         "errors": errors,
         "unfinished": unfinished,
         "results": results,
     }
+    parent.set_tags(
+        {
+            "rlan.trials": str((planned or settings.trials) - unfinished),
+            "rlan.trial_errors": str(errors if states is None else states.count("FAILED")),
+            "rlan.trials_unfinished": str(unfinished),
+        }
+    )
     try:
         best = results.get_best_result(settings.metric, settings.mode)
         value = best.metrics.get(settings.metric)
         if isinstance(value, (int, float)) and math.isfinite(value):
-            parent.log_metrics({f"best/{settings.metric}": value}, step=0)
             summary["best"] = {"metric": value, "knobs": best.config}
+            earlier = with_retries(parent.client.get_run, parent.run_id, what="get_run").data.metrics
+            before = earlier.get(f"best/{settings.metric}")  # an earlier part's
+            better = max if settings.mode == "max" else min
+            value = value if before is None else better(value, before)
+            parent.log_metrics({f"best/{settings.metric}": value}, step=0)
     except RuntimeError:
         pass  # no trial reported the metric
     parent.end("KILLED" if unfinished else "FINISHED" if finished else "FAILED")  # resume re-opens it

@@ -39,10 +39,30 @@ class SweepSettings:
     parent_run_id: str = ""
     echo: bool = True
     knobs: list[str] = field(default_factory=list)
+    study_storage: str = ""  # Optuna's RDB storage URL for the study named after the sweep; "" = in memory
+    part: int = 0  # 0 = the sweep as started; k = the k-th `rlan extend`, a Tune experiment of its own
+    extended_by: list[int] = field(
+        default_factory=list
+    )  # the root file's record: trials each extension added
+
+    @property
+    def root_dir(self) -> str:
+        return f"{self.storage.rstrip('/')}/{self.name}"
 
     @property
     def sweep_dir(self) -> str:
-        return f"{self.storage.rstrip('/')}/{self.name}"
+        """This part's folder: the sweep's own, or extend-K inside it (Tune state, Train runs, sweep file)."""
+        return f"{self.root_dir}/extend-{self.part}" if self.part else self.root_dir
+
+    @property
+    def tune_location(self) -> tuple[str, str]:
+        """(storage_path, name) for Tune's RunConfig: their join is sweep_dir."""
+        return (self.root_dir, f"extend-{self.part}") if self.part else (self.storage, self.name)
+
+    @property
+    def planned_trials(self) -> int:
+        """Trials of the whole sweep, every extension included (read from the root file's settings)."""
+        return self.trials + sum(self.extended_by)
 
 
 def write_sweep_file(settings: SweepSettings, base: RunConfig) -> None:

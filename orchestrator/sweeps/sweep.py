@@ -13,13 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-import optuna
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-from ray.tune.search.optuna import OptunaSearch
 from ray.tune.stopper import Stopper
 
 from orchestrator.runs.train import build_torch_trainer
@@ -33,6 +31,7 @@ from orchestrator.sweeps.settings import (  # noqa: F401  (re-exported: where sw
     read_sweep_file,
     write_sweep_file,
 )
+from orchestrator.sweeps.study import make_searcher
 from orchestrator.sweeps.trial_config import trial_config
 from orchestrator.tracking.retries import with_retries
 from orchestrator.tracking.run_logger import RunLogger
@@ -86,32 +85,12 @@ def make_trainable(base: RunConfig, settings: SweepSettings):
     return tune.with_resources(trainable, DRIVER_RESOURCES)
 
 
-class EvaluatedEpochsOptunaSearch(OptunaSearch):
-    """OptunaSearch that skips the epochs between evaluations (evaluation.eval_every > 1): they carry no
-    objective, and Ray's OptunaSearch indexes the metric in every result. The last epoch always evaluates."""
-
-    def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self.metric in result:
-            super().on_trial_result(trial_id, result)
-
-
 def allow_unevaluated_epochs(base: RunConfig) -> None:
     """With evaluation every N epochs the results in between have no objective. ASHA records each rung at
     the first evaluated epoch at or after it (the same epoch for every trial) and the searcher skips
     them, but Tune's strict check would reject the first such result; it reads this variable per result."""
     if base.evaluation.eval_every > 1:
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-
-
-def make_searcher(space: SearchSpace, base: RunConfig, settings: SweepSettings) -> OptunaSearch:
-    # metric and mode go to OptunaSearch itself: with an explicit space Tune never passes them on.
-    return EvaluatedEpochsOptunaSearch(
-        space=space.to_optuna(),
-        metric=settings.metric,
-        mode=settings.mode,
-        points_to_evaluate=[space.base_point(base)],  # every sweep contains its baseline
-        sampler=optuna.samplers.TPESampler(seed=settings.seed),
-    )
 
 
 BUDGET_KEY = "training.max_epochs"
@@ -159,10 +138,11 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
         parameter_columns=settings.knobs,
         max_report_frequency=30,
     )
+    storage_path, name = settings.tune_location
     return tune.RunConfig(
-        name=settings.name,
-        storage_path=settings.storage,
-        # Tune's CSV and JSON results stay (ResultGrid reads them); its TensorBoard files go (_fit says why).
+        name=name,
+        storage_path=storage_path,
+        # Tune's CSV and JSON results stay (ResultGrid reads them); its TensorBoard files go (fit_tuner says why).
         callbacks=[callback, CSVLoggerCallback(), JsonLoggerCallback()],
         stop=HealthStopper(base.training.nan_batches_abort),
         failure_config=tune.FailureConfig(max_failures=settings.max_failures),
@@ -171,7 +151,7 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
     )
 
 
-def _fit(tuner: tune.Tuner, settings: SweepSettings):
+def fit_tuner(tuner: tune.Tuner, settings: SweepSettings):
     """tuner.fit(); a sweep aborted because MLflow refused its requests ends in one line that says so."""
     # MLflow is this project's viewer; Tune's TensorBoard writer took a tenth of the driver's loop at scale
     # (docs/performance.md (e)). The variable stops Tune adding its default loggers; run_config passes two back.
@@ -210,7 +190,6 @@ def run_sweep(
     write_sweep_file(settings, base)
     allow_unevaluated_epochs(base)
     if grid:
-        search = {"param_space": {k: tune.grid_search(v) for k, v in grid.items()}}
         tune_config = tune.TuneConfig(
             metric=settings.metric,
             mode=settings.mode,
@@ -218,44 +197,61 @@ def run_sweep(
             max_concurrent_trials=settings.concurrency,
             scheduler=make_scheduler(base, settings, largest_budget(base, space, grid)),
         )
-    else:
-        search = {}
-        tune_config = tune.TuneConfig(
-            metric=settings.metric,
-            mode=settings.mode,
-            num_samples=settings.trials,
-            max_concurrent_trials=settings.concurrency,
-            search_alg=make_searcher(space, base, settings),
-            scheduler=make_scheduler(base, settings, largest_budget(base, space, grid)),
+        tuner = tune.Tuner(
+            trainable or make_trainable(base, settings),
+            tune_config=tune_config,
+            run_config=make_run_config(base, settings),
+            param_space={k: tune.grid_search(v) for k, v in grid.items()},
         )
-    tuner = tune.Tuner(
+    else:
+        tuner = optuna_tuner(base, space, settings, trainable)
+    return finish_parent(fit_tuner(tuner, settings), settings)
+
+
+def optuna_tuner(base: RunConfig, space: SearchSpace, settings: SweepSettings, trainable=None) -> tune.Tuner:
+    """A Tuner whose trials Optuna proposes (the sweep, or one of its extensions)."""
+    tune_config = tune.TuneConfig(
+        metric=settings.metric,
+        mode=settings.mode,
+        num_samples=settings.trials,
+        max_concurrent_trials=settings.concurrency,
+        search_alg=make_searcher(space, base, settings),
+        scheduler=make_scheduler(base, settings, largest_budget(base, space)),
+    )
+    return tune.Tuner(
         trainable or make_trainable(base, settings),
         tune_config=tune_config,
         run_config=make_run_config(base, settings),
-        **search,
     )
-    return finish_parent(_fit(tuner, settings), settings)
 
 
 def resume_sweep(sweep_dir: str) -> tuple[SweepSettings, dict[str, Any]]:
-    """Finish an interrupted sweep: unfinished and errored trials continue, nothing is run twice."""
-    settings, base = read_sweep_file(sweep_dir)
+    """Finish an interrupted sweep: unfinished and errored trials continue, nothing is run twice. A sweep that
+    was extended resumes part by part (a finished part returns at once); the summary counts them all."""
+    root, _ = read_sweep_file(sweep_dir)
     if not tune.Tuner.can_restore(sweep_dir):
         raise SweepError(f"{sweep_dir}: the sweep has no saved Tune state to resume")
-    RunLogger(
-        settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id
-    )  # parent RUNNING again
-    allow_unevaluated_epochs(base)
-    tuner = tune.Tuner.restore(
-        sweep_dir, make_trainable(base, settings), resume_unfinished=True, resume_errored=True
-    )
-    return settings, finish_parent(_fit(tuner, settings), settings)
+    parts = [sweep_dir] + [f"{sweep_dir}/extend-{k}" for k in range(1, len(root.extended_by) + 1)]
+    totals = {"trials": 0, "errors": 0}
+    for part in parts:
+        if not tune.Tuner.can_restore(part):  # an extension stopped before Tune saved anything
+            continue
+        settings, base = read_sweep_file(part)
+        RunLogger(settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id)  # RUNNING again
+        allow_unevaluated_epochs(base)
+        tuner = tune.Tuner.restore(
+            part, make_trainable(base, settings), resume_unfinished=True, resume_errored=True
+        )
+        summary = finish_parent(fit_tuner(tuner, settings), settings, root.planned_trials)
+        totals = {k: totals[k] + summary[k] for k in totals}
+    return root, {**summary, **totals}
 
 
 def retarget_sweep(sweep_dir: str, tracking_uri: str) -> None:
-    """Point a sweep at MLflow's new address (`rlan resume --tracking-uri`): the sweep file is where the resumed
-    driver and its MLflow callback read it from. The sweep's parent run must be found there."""
-    settings, base = read_sweep_file(sweep_dir)
+    """Point a sweep at MLflow's new address (`rlan resume --tracking-uri`): the sweep files (the root's and
+    each extension's) are where the resumed drivers and their MLflow callbacks read it from. The sweep's
+    parent run must be found there."""
+    settings, _ = read_sweep_file(sweep_dir)
     if tracking_uri == settings.tracking_uri:
         return
     client = MlflowClient(tracking_uri=tracking_uri)
@@ -266,8 +262,10 @@ def retarget_sweep(sweep_dir: str, tracking_uri: str) -> None:
             f"--tracking-uri {tracking_uri}: the sweep's parent run {settings.parent_run_id} is not there "
             f"(the sweep logged to {settings.tracking_uri})"
         ) from None
-    settings.tracking_uri = tracking_uri
-    write_sweep_file(settings, base)
+    for k in range(len(settings.extended_by) + 1):
+        part, part_base = read_sweep_file(f"{sweep_dir}/extend-{k}" if k else sweep_dir)
+        part.tracking_uri = tracking_uri
+        write_sweep_file(part, part_base)
 
 
 def locate_sweep(name_or_path: str, storage: str) -> str:

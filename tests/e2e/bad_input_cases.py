@@ -241,6 +241,16 @@ CASES = [
         ("resume", "no-such-sweep", "--storage", "sweeps"),
         ("no sweep 'no-such-sweep' found",),
     ),
+    Case(
+        "extend_unknown_sweep",
+        ("extend", "no-such-sweep", "--trials", "2", "--storage", "sweeps"),
+        ("no sweep 'no-such-sweep' found",),
+    ),
+    Case(
+        "sweep_unopenable_study_storage",
+        sweep(QUICK_SPACE, "--study-storage", "nosuchdialect://db/optuna", "--address", DEAD_RAY),
+        ("--study-storage nosuchdialect://db/optuna", "cannot open it as an Optuna database"),
+    ),
     Case("compare_unknown_sweep", ("compare", "no-such-sweep"), ("no sweep named 'no-such-sweep'",)),
     Case("compare_top_zero", ("compare", "no-such-sweep", "--top", "0"), ("--top 0", "positive")),
     # option values checked before Ray starts, naming the option

@@ -36,7 +36,10 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
         "training.clue_target_variance: {type: uniform, low: 0.1, high: 1.5}\n"
         "training.learning_rate: {type: loguniform, low: 0.0005, high: 0.005}\n",
     )
-    settings = sweep_settings(tmp_path, "agree", space, trials=3, concurrency=2, scheduler="fifo")
+    study_url = f"sqlite:///{tmp_path}/optuna.db"
+    settings = sweep_settings(
+        tmp_path, "agree", space, trials=3, concurrency=2, scheduler="fifo", study_storage=study_url
+    )
     summary = run_sweep(tiny(), space, settings)
     assert summary["trials"] == 3 and summary["errors"] == 0
     client, parents, children = _children(settings.tracking_uri, "agree")
@@ -104,6 +107,45 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
         storage=settings.storage, max_tasks=2,
     )  # fmt: skip
     assert again == score  # the same weights, the same submission score
+    _extend_and_resume(settings, study_url, client)
+
+
+def _extend_and_resume(settings, study_url, client):
+    """`rlan extend agree --trials 1`, then `rlan resume agree` on the finished, extended sweep."""
+    import optuna
+
+    from orchestrator.comparison.compare import compare_sweep
+    from orchestrator.sweeps.extend import extend_sweep, extension_settings
+    from orchestrator.sweeps.study import TRIAL_ID_ATTR, load_study
+    from orchestrator.sweeps.sweep import SWEEP_FILE, resume_sweep
+
+    part = extension_settings(settings.sweep_dir, 1)
+    assert (part.part, part.trials, part.sweep_dir) == (1, 1, f"{settings.sweep_dir}/extend-1")
+    summary = extend_sweep(settings.sweep_dir, part)
+    assert (summary["trials"], summary["errors"], summary["unfinished"]) == (1, 0, 0)
+    parent = client.get_run(settings.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.tags["rlan.trials"] == "4"
+    assert parent.data.tags["rlan.study_storage"] == study_url
+    _, _, children = _children(settings.tracking_uri, "agree")
+    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {settings.parent_run_id}
+    # One study holds all four, each named by its Tune trial (so by its MLflow child); no point twice.
+    study = load_study(study_url, "agree")
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    assert {t.user_attrs[TRIAL_ID_ATTR] for t in study.trials} == {
+        r.data.tags["rlan.trial_id"] for r in children
+    }
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
+    root = json.loads((Path(settings.sweep_dir) / SWEEP_FILE).read_text())["settings"]
+    assert root["extended_by"] == [1] and root["part"] == 0
+    comparison = compare_sweep(settings.tracking_uri, "agree")
+    assert len(comparison.trials) == 4
+    assert comparison.importance is not None, comparison.importance_note
+    assert comparison.importance_note.endswith("of the sweep's Optuna study")
+    # resume visits both parts; both finished, so nothing runs again and the counts stand
+    _, resumed = resume_sweep(settings.sweep_dir)
+    assert (resumed["trials"], resumed["errors"], resumed["unfinished"]) == (4, 0, 0)
+    assert len(load_study(study_url, "agree").trials) == 4
 
 
 def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):

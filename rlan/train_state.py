@@ -174,3 +174,14 @@ def write_checkpoint(state: TrainState, root: Path | None) -> str | None:
         if old != target:
             shutil.rmtree(old, ignore_errors=True)
     return str(target)
+
+
+def adopt_learning_rate(state: TrainState) -> None:
+    """This config's learning rate at the loaded step, after loading a state trained with another one (a
+    PBT trial that copied a better trial's weights and then perturbed the rate): the optimizer and schedule
+    state carry the other run's rate."""
+    lr, scheduler = state.config.training.learning_rate, state.scheduler
+    scheduler.base_lrs = [lr] * len(scheduler.base_lrs)
+    for group, factor in zip(state.optimizer.param_groups, scheduler.lr_lambdas, strict=True):
+        group["initial_lr"] = lr
+        group["lr"] = lr * factor(scheduler.last_epoch)

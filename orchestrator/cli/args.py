@@ -107,9 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--concurrency", type=int, default=2, help="trials running at once (default: 2)")
     sweep.add_argument(
         "--scheduler",
-        choices=["asha", "fifo"],
+        choices=["asha", "fifo", "pbt"],
         default="asha",
-        help="asha stops weak trials early, fifo runs every trial to its end (default: asha)",
+        help="asha stops weak trials early, fifo runs every trial to its end, pbt (Population Based "
+        "Training) has the weak copy the strong and perturbs the continuous knobs (default: asha)",
+    )
+    sweep.add_argument(
+        "--perturbation-interval",
+        type=int,
+        help="epochs between PBT's exploits (default: a quarter of training.max_epochs)",
     )
     sweep.add_argument(
         "--grace-period",

@@ -29,8 +29,15 @@ def check_resources_args(args: argparse.Namespace) -> None:
         )
     check_max_failures(args)
     check_wait(args)
-    if getattr(args, "grace_period", None) is not None and args.grace_period < 1:
-        raise ConfigError(f"--grace-period {args.grace_period}: expected a whole number of epochs >= 1")
+    for flag in ("grace_period", "perturbation_interval"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ConfigError(f"--{flag.replace('_', '-')} {value}: expected a whole number of epochs >= 1")
+    if getattr(args, "scheduler", None) == "pbt" and args.workers > 1:
+        raise ConfigError(
+            f"--scheduler pbt with --workers {args.workers}: a PBT trial trains in its own Tune trial "
+            "process (PBT copies trials through Tune checkpoints), so --workers must be 1"
+        )
 
 
 def check_wait(args: argparse.Namespace) -> None:

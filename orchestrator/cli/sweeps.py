@@ -86,6 +86,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         concurrency=args.concurrency,
         scheduler=args.scheduler,
         grace_period=args.grace_period,
+        perturbation_interval=args.perturbation_interval,
         workers_per_trial=args.workers,
         cpus_per_worker=args.cpus_per_worker,
         gpus_per_trial=args.gpus_per_worker * args.workers,
@@ -95,9 +96,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         log_checkpoints=args.log_checkpoints,
         max_failures=args.max_failures,
         echo=not args.quiet,
-        study_storage=args.study_storage or default_study_storage(uri, storage),
     )
-    open_storage(settings.study_storage)  # a bad URL is one line now, not a failed Tune start
+    if args.scheduler != "pbt":  # PBT proposes no trials after the first draw: no Optuna study to keep
+        settings.study_storage = args.study_storage or default_study_storage(uri, storage)
+        open_storage(settings.study_storage)  # a bad URL is one line now, not a failed Tune start
     join_cluster(
         args.address,
         storage,

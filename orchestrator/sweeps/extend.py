@@ -28,7 +28,7 @@ def extension_settings(sweep_dir: str, trials: int, **overrides: Any) -> SweepSe
         raise SweepError(f"--trials {trials}: expected a whole number >= 1")
     if not root.study_storage:
         raise SweepError(
-            f"sweep '{root.name}' kept no Optuna study in a database (a grid or ablation sweep, or one "
+            f"sweep '{root.name}' kept no Optuna study in a database (an ablation, a PBT sweep, or one "
             "started before studies were stored), so no sampler can be warm-started; start a new sweep"
         )
     load_study(root.study_storage, root.name)  # there, and readable: else one line now, not mid-sweep

@@ -26,8 +26,9 @@ class SweepSettings:
     mode: str = "max"
     trials: int = 8
     concurrency: int = 2
-    scheduler: str = "asha"
+    scheduler: str = "asha"  # asha | fifo | pbt
     grace_period: int | None = None  # ASHA's first rung in epochs; None = a quarter of max_epochs
+    perturbation_interval: int | None = None  # PBT's epochs between exploits; None = a quarter of max_epochs
     workers_per_trial: int = 1
     cpus_per_worker: float = 1.0
     gpus_per_trial: float = 0.0

@@ -17,12 +17,12 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.stopper import Stopper
 
 from orchestrator.runs.train import build_torch_trainer
 from orchestrator.sweeps.callback import MlflowSweepCallback, is_unhealthy, refusal_in
 from orchestrator.sweeps.parent import count_unfinished, earlier_parent, finish_parent, start_parent_run  # noqa: F401
+from orchestrator.sweeps.schedulers import make_any_scheduler
 from orchestrator.sweeps.search_space import SearchSpace
 from orchestrator.sweeps.settings import (  # noqa: F401  (re-exported: where sweeps were always imported from)
     SWEEP_FILE,
@@ -81,6 +81,10 @@ def trial_driver(knobs: dict, base_config: RunConfig, settings: SweepSettings) -
 
 
 def make_trainable(base: RunConfig, settings: SweepSettings):
+    if settings.scheduler == "pbt":  # PBT copies trials through Tune checkpoints: no Ray Train run (pbt.py)
+        from orchestrator.sweeps.pbt import make_pbt_trainable
+
+        return make_pbt_trainable(base, settings)
     trainable = tune.with_parameters(trial_driver, base_config=base, settings=settings)
     return tune.with_resources(trainable, DRIVER_RESOURCES)
 
@@ -91,33 +95,6 @@ def allow_unevaluated_epochs(base: RunConfig) -> None:
     them, but Tune's strict check would reject the first such result; it reads this variable per result."""
     if base.evaluation.eval_every > 1:
         os.environ["TUNE_DISABLE_STRICT_METRIC_CHECKING"] = "1"
-
-
-BUDGET_KEY = "training.max_epochs"
-
-
-def largest_budget(base: RunConfig, space: SearchSpace | None, grid: dict | None = None) -> int:
-    """The most epochs any trial can train: the largest value the space or grid allows for
-    training.max_epochs when it is swept (every trial, the baseline too, takes one of those), else the base."""
-    if space is not None and BUDGET_KEY in space.knobs:
-        knob = space.knobs[BUDGET_KEY]
-        return int(max(knob.values) if knob.type == "choice" else knob.high)
-    if grid and BUDGET_KEY in grid:
-        return int(max(grid[BUDGET_KEY]))
-    return base.training.max_epochs
-
-
-def make_scheduler(base: RunConfig, settings: SweepSettings, max_t: int | None = None):
-    """FIFO, or ASHA up to max_t epochs (default the base budget; a swept budget passes its largest value:
-    a trial with a smaller budget completes at its own last epoch, below the top rung)."""
-    if settings.scheduler == "fifo":
-        return FIFOScheduler()
-    # The epoch counter (not training_iteration) is ASHA's clock: it survives a resume unchanged.
-    # The first rung waits a quarter of the budget: at epoch 1 every trial's held-out score is ~0 and
-    # their order is noise, so a grace period of 1 stopped trials on nothing (docs/learning.md).
-    max_t = max_t or base.training.max_epochs
-    grace = settings.grace_period or max(1, max_t // 4)
-    return ASHAScheduler(time_attr="epoch", max_t=max_t, grace_period=min(grace, max_t), reduction_factor=2)
 
 
 def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
@@ -195,7 +172,7 @@ def run_sweep(
             mode=settings.mode,
             num_samples=1,
             max_concurrent_trials=settings.concurrency,
-            scheduler=make_scheduler(base, settings, largest_budget(base, space, grid)),
+            scheduler=make_any_scheduler(base, space, settings, grid),
         )
         tuner = tune.Tuner(
             trainable or make_trainable(base, settings),
@@ -209,19 +186,28 @@ def run_sweep(
 
 
 def optuna_tuner(base: RunConfig, space: SearchSpace, settings: SweepSettings, trainable=None) -> tune.Tuner:
-    """A Tuner whose trials Optuna proposes (the sweep, or one of its extensions)."""
+    """A Tuner whose trials Optuna proposes (the sweep, or one of its extensions); under PBT, a population
+    drawn at random from the space, whose weak members PBT later moves (Optuna takes no part)."""
+    pbt = settings.scheduler == "pbt"
     tune_config = tune.TuneConfig(
         metric=settings.metric,
         mode=settings.mode,
         num_samples=settings.trials,
         max_concurrent_trials=settings.concurrency,
-        search_alg=make_searcher(space, base, settings),
-        scheduler=make_scheduler(base, settings, largest_budget(base, space)),
+        search_alg=None if pbt else make_searcher(space, base, settings),
+        scheduler=make_any_scheduler(base, space, settings),
     )
+    if pbt:
+        from ray.tune.search.basic_variant import BasicVariantGenerator
+
+        from orchestrator.sweeps.pbt import param_space
+
+        tune_config.search_alg = BasicVariantGenerator(random_state=settings.seed)
     return tune.Tuner(
         trainable or make_trainable(base, settings),
         tune_config=tune_config,
         run_config=make_run_config(base, settings),
+        **({"param_space": param_space(space)} if pbt else {}),
     )
 
 

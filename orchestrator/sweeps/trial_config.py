@@ -7,6 +7,9 @@ from typing import Any
 from rlan.config import RunConfig, apply_flat
 
 ARM_KEY = "ablation.arm"  # a trial-config key naming an arm of orchestrator.ablation.run.ARMS
+PBT_SOURCE = (
+    "pbt_source"  # a PBT trial's result key: "<trial id>@<epoch>:<weights sum>" of the weights it copied
+)
 
 # The seed's six fixes as config overrides: (on, off). An ablation arm sets each one explicitly.
 FIXES: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

@@ -280,6 +280,16 @@ CASES = [
         ("--gpus-per-worker 0.5 with --workers 2", "whole GPUs per DDP rank"),
     ),
     Case(
+        "pbt_with_two_workers",
+        sweep(QUICK_SPACE, "--scheduler", "pbt", "--workers", "2", "--address", DEAD_RAY),
+        ("--scheduler pbt with --workers 2", "--workers must be 1"),
+    ),
+    Case(
+        "pbt_zero_perturbation_interval",
+        sweep(QUICK_SPACE, "--scheduler", "pbt", "--perturbation-interval", "0", "--address", DEAD_RAY),
+        ("--perturbation-interval 0", "epochs >= 1"),
+    ),
+    Case(
         "train_zero_workers",
         train("--workers", "0", "--address", DEAD_RAY),
         ("--workers",),

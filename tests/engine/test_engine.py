@@ -157,6 +157,28 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.allclose(a, b, atol=1e-6)
 
 
+def test_a_state_copied_from_a_run_with_another_rate_takes_this_config_s_rate(tmp_path):
+    # PBT: a trial loads a better trial's checkpoint, then trains at its own (perturbed) learning rate.
+    from rlan.train_state import adopt_learning_rate
+
+    donor = engine.build(tiny("training.learning_rate=0.003", "training.max_epochs=1"))
+    engine.fit(donor)
+    save_checkpoint(tmp_path, engine.state_dict(donor))
+    copier = engine.build(tiny("training.learning_rate=0.0006"))
+    engine.resume(copier, tmp_path)
+    step, factor = copier.scheduler.last_epoch, copier.scheduler.lr_lambdas[0]
+    assert step > 0 and copier.optimizer.param_groups[0]["lr"] == pytest.approx(
+        0.003 * factor(step)
+    )  # donor's
+    adopt_learning_rate(copier)
+    expected = 0.0006 * factor(step)
+    assert [g["lr"] for g in copier.optimizer.param_groups] == pytest.approx(
+        [expected] * len(copier.optimizer.param_groups)
+    )
+    copier.scheduler.step()  # the schedule goes on from the new base rate
+    assert copier.optimizer.param_groups[0]["lr"] == pytest.approx(0.0006 * factor(step + 1))
+
+
 def test_evaluation_leaves_training_state_alone():
     state = engine.build(tiny("training.max_epochs=1"))
     state.model.train()

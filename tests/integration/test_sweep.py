@@ -333,3 +333,54 @@ def test_a_killed_driver_resumes_with_no_duplicate_runs_or_steps(tmp_path):
         assert math.isfinite(run.data.metrics["score"])
     state = json.loads((tmp_path / "ray_results/kill-me/rlan_sweep.json").read_text())
     assert state["settings"]["parent_run_id"] == parents[0].info.run_id
+
+
+def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_knobs_in_force(
+    local_ray, tmp_path
+):
+    # Two members, an exploit after every epoch: with a quantile of a quarter (rounded up) the worse of the
+    # two copies the better at epochs 1 and 2, and perturbs its continuous knobs inside the space.
+    import random
+
+    from orchestrator.sweeps.pbt import parse_source
+
+    random.seed(0)  # PBT's own choices (perturb up or down, resample) draw from Python's random
+    space = write_space(
+        tmp_path,
+        "training.clue_target_variance: {type: uniform, low: 0.1, high: 1.5}\n"
+        "training.learning_rate: {type: loguniform, low: 0.0005, high: 0.005}\n",
+    )
+    settings = sweep_settings(
+        tmp_path, "pbt", space, trials=2, concurrency=2, scheduler="pbt", perturbation_interval=1
+    )
+    summary = run_sweep(tiny("training.max_epochs=3"), space, settings)
+    assert (summary["trials"], summary["errors"], summary["unfinished"]) == (2, 0, 0)
+    client, _, children = _children(settings.tracking_uri, "pbt")
+    by_id = {r.data.tags["rlan.trial_id"]: r for r in children}
+    assert len(by_id) == 2 and {r.info.status for r in children} == {"FINISHED"}
+    copies = [
+        (trial_id, key, value)
+        for trial_id, run in by_id.items()
+        for key, value in run.data.tags.items()
+        if key.startswith("rlan.pbt.copied_before_epoch_")
+    ]
+    assert copies, "no trial copied another"
+    for trial_id, key, value in copies:
+        epoch = int(key.rsplit("_", 1)[1])
+        who, at, restored_sum = parse_source(value.split("(", 1)[1].rstrip(")"))
+        assert who in by_id and who != trial_id and at == epoch - 1
+        # the weights it resumed from are the other trial's at that epoch, to the last bit of their sum
+        source_sums = {
+            m.step: m.value for m in client.get_metric_history(by_id[who].info.run_id, "pbt/weights_sum")
+        }
+        assert restored_sum == pytest.approx(source_sums[at], rel=1e-12)
+        copied = {
+            m.step: m.value for m in client.get_metric_history(by_id[trial_id].info.run_id, "pbt/copied")
+        }
+        assert copied[epoch] == 1.0
+    # per epoch, each trial's knobs in force, always inside the space
+    for run in children:
+        for key in space.knobs:
+            history = client.get_metric_history(run.info.run_id, f"pbt/{key}")
+            assert [m.step for m in history] == [1, 2, 3]
+            assert all(space.knobs[key].contains(m.value) for m in history), (key, history)

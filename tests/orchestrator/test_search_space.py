@@ -180,7 +180,8 @@ def test_contains_refuses_points_outside_or_with_other_keys():
 
 
 def test_asha_waits_a_quarter_of_the_budget_before_its_first_stop():
-    from orchestrator.sweeps.sweep import SweepSettings, make_scheduler
+    from orchestrator.sweeps.schedulers import make_scheduler
+    from orchestrator.sweeps.sweep import SweepSettings
 
     base = RunConfig().model_copy(
         update={"training": RunConfig().training.model_copy(update={"max_epochs": 60})}
@@ -196,7 +197,7 @@ def test_asha_waits_a_quarter_of_the_budget_before_its_first_stop():
 
 
 def test_the_largest_swept_budget_is_asha_top_rung(tmp_path):
-    from orchestrator.sweeps.sweep import largest_budget
+    from orchestrator.sweeps.schedulers import largest_budget
     from tests.conftest import tiny
 
     base = tiny("training.max_epochs=4")

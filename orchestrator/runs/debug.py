@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from tqdm.auto import tqdm
 
 from orchestrator.tracking.artifacts import render_final_plots, summary_table
@@ -40,6 +42,15 @@ class MlflowReporter:
         self.epoch_bar.close()
 
 
+@contextlib.contextmanager
+def _finishing(monitor: SystemMetricsMonitor):
+    """Stop the monitor (its last samples logged) before the run ends."""
+    try:
+        yield
+    finally:
+        monitor.finish()
+
+
 def run_debug(
     config: RunConfig,
     tracking_uri: str,
@@ -57,7 +68,14 @@ def run_debug(
         tags=run_tags(config, {"rlan.command": "debug"}),
     )
     reporter = MlflowReporter(recorder, config.training.max_epochs, echo)
-    with recorder, tempfile.TemporaryDirectory(prefix="rlan-debug-") as scratch:
+    # The run trains in this process, so MLflow's own system metrics (CPU, memory, disk, network, GPU, sampled
+    # every MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL seconds, default 10) describe it; system/process/* keeps
+    # them apart from the engine's per-epoch system/* metrics.
+    monitor = SystemMetricsMonitor(
+        recorder.run_id, sampling_interval=10, node_id="process", tracking_uri=recorder.tracking_uri
+    )
+    monitor.start()
+    with recorder, tempfile.TemporaryDirectory(prefix="rlan-debug-") as scratch, _finishing(monitor):
         state = engine.build(config)
         if resume_from:
             engine.resume(state, resume_from)

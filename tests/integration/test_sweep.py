@@ -384,3 +384,10 @@ def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_kno
             history = client.get_metric_history(run.info.run_id, f"pbt/{key}")
             assert [m.step for m in history] == [1, 2, 3]
             assert all(space.knobs[key].contains(m.value) for m in history), (key, history)
+        # the end artifacts come from the final checkpoint, kept where a Train trial's would be
+        tables = {a.path for a in client.list_artifacts(run.info.run_id, "results")}
+        assert {"results/heldout_queries.json", "results/eval_queries.json"} <= tables
+    from orchestrator.runs.evaluate import checkpoint_folder
+
+    found = checkpoint_folder("pbt", settings.tracking_uri, settings.storage, str(tmp_path))
+    assert found.name == "checkpoint_final" and (found / "checkpoint.pt").exists()

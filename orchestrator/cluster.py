@@ -10,8 +10,10 @@ import uuid
 from pathlib import Path
 from urllib.parse import urlparse
 
+from rlan.errors import BadInputError
 
-class ClusterError(RuntimeError):
+
+class ClusterError(BadInputError, RuntimeError):
     """An unreachable Ray address or unusable storage, phrased as one line."""
 
 

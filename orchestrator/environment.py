@@ -42,3 +42,18 @@ def check_environment() -> None:
     for name, (_, _, numeric) in ENV_SETTINGS.items():
         if numeric:
             env_number(name)
+
+
+# MLflow's own per-call HTTP retries, shortened so that RLAN_MLFLOW_RETRY_S bounds the whole wait
+# (orchestrator/tracking/retries.py). Here, not there: the CLI sets them before it imports MLflow.
+LIBRARY_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
+def configure_http_retries() -> None:
+    """MLflow's HTTP retry settings of LIBRARY_RETRIES, where the environment does not set them already."""
+    for name, value in LIBRARY_RETRIES.items():
+        os.environ.setdefault(name, value)

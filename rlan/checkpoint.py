@@ -8,10 +8,12 @@ from typing import Any
 
 import torch
 
+from rlan.errors import BadInputError
+
 CHECKPOINT_FILE = "checkpoint.pt"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(BadInputError, ValueError):
     """A checkpoint that cannot be used, phrased as one line naming the path and the reason."""
 
 

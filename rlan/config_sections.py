@@ -10,8 +10,10 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlan.errors import BadInputError
 
-class ConfigError(ValueError):
+
+class ConfigError(BadInputError, ValueError):
     """A config problem, phrased as one line that names the file, the dotted key and what is expected."""
 
     def __init__(self, message: str, key: str = ""):

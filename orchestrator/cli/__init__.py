@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from orchestrator.cli.args import EXIT_BAD_INPUT, EXIT_FAILURE, EXIT_INTERRUPTED, build_parser
 from orchestrator.cli.runs import cmd_debug, cmd_evaluate, cmd_train
 from orchestrator.cli.sweeps import cmd_ablate, cmd_compare, cmd_extend, cmd_resume, cmd_sweep
-from orchestrator.environment import check_environment
-from orchestrator.tracking.retries import configure_http_retries
+from orchestrator.environment import check_environment, configure_http_retries
+from rlan.errors import BadInputError
 
 COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "debug": cmd_debug,
@@ -27,16 +27,6 @@ COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "evaluate": cmd_evaluate,
     "ablate": cmd_ablate,
 }
-
-
-def bad_input_errors() -> tuple[type[BaseException], ...]:
-    from orchestrator.cluster import ClusterError
-    from orchestrator.tracking.uri import TrackingError
-    from rlan.checkpoint import CheckpointError
-    from rlan.config import ConfigError
-    from rlan.data import DataError
-
-    return ConfigError, DataError, TrackingError, CheckpointError, ClusterError
 
 
 def cause_line(exc: BaseException, limit: int = 400) -> str:
@@ -56,7 +46,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_environment()
         configure_http_retries()  # MLflow's own HTTP retries, shortened for every client this command opens
         return COMMANDS[args.command](args)
-    except bad_input_errors() as exc:
+    except BadInputError as exc:  # config, data, checkpoint, tracking, cluster: see rlan/errors.py
         print(f"rlan {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:

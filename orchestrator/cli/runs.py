@@ -18,16 +18,20 @@ def reachable_tracking_uri(args: argparse.Namespace) -> str:
 
 
 def cmd_debug(args: argparse.Namespace) -> int:
-    from orchestrator.runs.debug import run_debug
-    from rlan.checkpoint import check_compatible, load_checkpoint
     from rlan.config import load_config
+
+    config = load_config(
+        args.config, args.overrides
+    )  # before torch and MLflow are imported: bad YAML is quick
+    from rlan.checkpoint import check_compatible, load_checkpoint
     from rlan.data import training_tasks
 
-    config = load_config(args.config, args.overrides)
     training_tasks(config)  # bad data fails here, before a run is created
     if args.resume_from:  # a bad checkpoint fails here too
         check_compatible(load_checkpoint(args.resume_from), config.model, args.resume_from)
     uri = reachable_tracking_uri(args)
+    from orchestrator.runs.debug import run_debug
+
     run_id, _ = run_debug(
         config, uri, args.experiment, args.run_name, echo=not args.quiet, resume_from=args.resume_from
     )
@@ -37,14 +41,16 @@ def cmd_debug(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from orchestrator.runs.train import run_train
     from rlan.config import load_config
-    from rlan.data import training_tasks
 
     check_resources_args(args)
     config = load_config(args.config, args.overrides)
+    from rlan.data import training_tasks
+
     training_tasks(config)
     uri = reachable_tracking_uri(args)
+    from orchestrator.runs.train import run_train
+
     run_id, _ = run_train(
         config,
         tracking_uri=uri,

@@ -61,19 +61,21 @@ def _register(comparison, model: str, storage: str) -> None:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from orchestrator.cluster import join_cluster, resolve_storage
     from orchestrator.sweeps.search_space import load_search_space
-    from orchestrator.sweeps.study import default_study_storage, open_storage
-    from orchestrator.sweeps.sweep import SweepSettings, run_sweep, sweep_name
     from rlan.config import load_config
-    from rlan.data import training_tasks
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the compact trial table with our columns
     check_resources_args(args)
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, args.overrides)  # the inputs first, before torch, MLflow and Ray
     space = load_search_space(args.search_space)
+    from rlan.data import training_tasks
+
     training_tasks(config)
     uri = reachable_tracking_uri(args)
+    from orchestrator.cluster import join_cluster, resolve_storage
+    from orchestrator.sweeps.study import default_study_storage, open_storage
+    from orchestrator.sweeps.sweep import SweepSettings, run_sweep, sweep_name
+
     storage = resolve_storage(args.storage)
     settings = SweepSettings(
         name=sweep_name(config, args.name),
@@ -215,12 +217,8 @@ def cmd_extend(args: argparse.Namespace) -> int:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
-    from orchestrator.ablation.run import run_ablation, write_ablation_report
-    from orchestrator.cluster import join_cluster, resolve_storage
-    from orchestrator.sweeps.sweep import SweepSettings, sweep_name
     from orchestrator.sweeps.trial_config import ARMS
     from rlan.config import ConfigError, load_config
-    from rlan.data import training_tasks
 
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     overrides = list(args.overrides)
@@ -235,8 +233,14 @@ def cmd_ablate(args: argparse.Namespace) -> int:
             if unknown
             else "--seeds: expected at least 1"
         )
+    from rlan.data import training_tasks
+
     training_tasks(config)
     uri = reachable_tracking_uri(args)
+    from orchestrator.ablation.run import run_ablation, write_ablation_report
+    from orchestrator.cluster import join_cluster, resolve_storage
+    from orchestrator.sweeps.sweep import SweepSettings, sweep_name
+
     experiment = args.experiment or config.logging.experiment_name
     settings = SweepSettings(
         name=args.name or sweep_name(config, None).replace(experiment, f"{experiment}-ablation", 1),

@@ -5,7 +5,6 @@ RunLogger there buffers metrics on top of this."""
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable
@@ -13,16 +12,10 @@ from typing import Any, TypeVar
 
 from mlflow.exceptions import MlflowException
 
-from orchestrator.environment import env_number
+from orchestrator.environment import configure_http_retries, env_number
 from orchestrator.tracking.uri import TRANSIENT_STATUSES, TrackingError, TrackingRefused, refused_line
 
 RETRY_ENV, BUFFER_ENV = "RLAN_MLFLOW_RETRY_S", "RLAN_MLFLOW_BUFFER_METRICS"
-# MLflow's own per-call HTTP retries, shortened so that RETRY_ENV bounds the whole wait (see the docstring).
-LIBRARY_RETRIES = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "4",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
-}
 _T = TypeVar("_T")
 _clock, _sleep = time.monotonic, time.sleep  # module names, so tests can run the waits without waiting
 
@@ -32,12 +25,6 @@ class TrackingUnavailable(TrackingError):
 
 
 # ------------------------------------------------------------------------------------------ outages
-def configure_http_retries() -> None:
-    """MLflow's HTTP retry settings of LIBRARY_RETRIES, where the environment does not set them already."""
-    for name, value in LIBRARY_RETRIES.items():
-        os.environ.setdefault(name, value)
-
-
 def retry_budget_s() -> float:
     return env_number(RETRY_ENV)
 

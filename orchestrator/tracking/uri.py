@@ -19,6 +19,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rlan.errors import BadInputError
+
 if TYPE_CHECKING:
     from rlan.config import RunConfig
 
@@ -26,7 +28,7 @@ _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _EXPECTED = "expected sqlite:///path/to/mlruns.db or http(s)://host:port"
 
 
-class TrackingError(RuntimeError):
+class TrackingError(BadInputError, RuntimeError):
     """A tracking problem, phrased as one line."""
 
 

@@ -12,12 +12,13 @@ from typing import Any
 import numpy as np
 
 from rlan.data.constants import MAX_GRID_SIDE, NUM_COLORS
+from rlan.errors import BadInputError
 
 Grid = np.ndarray  # (h, w) int64, colours 0-9
 Pair = tuple[Grid, Grid]
 
 
-class DataError(ValueError):
+class DataError(BadInputError, ValueError):
     """A bad task file or data setting, phrased as one line naming the file, the task and the reason."""
 
 

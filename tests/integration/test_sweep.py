@@ -339,7 +339,7 @@ def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_kno
     local_ray, tmp_path
 ):
     # Two members, an exploit after every epoch: with a quantile of a quarter (rounded up) the worse of the
-    # two copies the better at epochs 1 and 2, and perturbs its continuous knobs inside the space.
+    # two copies the better after epoch 1, and perturbs its continuous knobs inside the space.
     import random
 
     from orchestrator.sweeps.pbt import parse_source
@@ -353,7 +353,7 @@ def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_kno
     settings = sweep_settings(
         tmp_path, "pbt", space, trials=2, concurrency=2, scheduler="pbt", perturbation_interval=1
     )
-    summary = run_sweep(tiny("training.max_epochs=3"), space, settings)
+    summary = run_sweep(tiny("training.max_epochs=2"), space, settings)
     assert (summary["trials"], summary["errors"], summary["unfinished"]) == (2, 0, 0)
     client, _, children = _children(settings.tracking_uri, "pbt")
     by_id = {r.data.tags["rlan.trial_id"]: r for r in children}
@@ -382,7 +382,7 @@ def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_kno
     for run in children:
         for key in space.knobs:
             history = client.get_metric_history(run.info.run_id, f"pbt/{key}")
-            assert [m.step for m in history] == [1, 2, 3]
+            assert [m.step for m in history] == [1, 2]
             assert all(space.knobs[key].contains(m.value) for m in history), (key, history)
         # the end artifacts come from the final checkpoint, kept where a Train trial's would be
         tables = {a.path for a in client.list_artifacts(run.info.run_id, "results")}

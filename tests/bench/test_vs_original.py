@@ -41,3 +41,12 @@ def test_our_side_times_each_step_and_the_table_gives_the_ratio():
 def test_a_folder_without_the_original_is_one_line(tmp_path):
     with pytest.raises(SystemExit, match="no venv/bin/python"):
         vs_original.check_folder(tmp_path)
+
+
+def test_the_profile_counts_operator_calls_and_ranks_ops(capsys):
+    from bench import profile_step
+
+    profile_step.main(["--hidden", "16", "--warmup", "0", "--steps", "1", "--rows", "5"])
+    out = capsys.readouterr().out
+    calls = int(out.split(" operator calls per step")[0].rsplit("; ", 1)[1].replace(",", ""))
+    assert calls > 100 and "aten::" in out

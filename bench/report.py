@@ -5,13 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-# The issue's figures for the original implementation on this kind of 2-core machine, and our targets.
-ORIGINAL = {
-    "h128 30x30": {"samples_per_s": 1.34, "peak_gb": 5.6},
-    "h128 bucketed": {"samples_per_s": 2.46},
-    "h256 30x30": {"samples_per_s": 0.43, "peak_gb": 9.2},
-    "h256 bucketed": {"samples_per_s": 0.83},
-}
+# The original's peak memory at a fixed 30x30 canvas as an earlier issue gave it (measured on another machine;
+# the side by side measured 5.34 GiB at h128 in one sitting). Speed against the original is no target here:
+# only `python -m bench --vs-original DIR` compares the two, on the same batches in one sitting.
+ORIGINAL_PEAK_GB = {"h128 30x30": 5.6, "h256 30x30": 9.2}
 TARGET_SAMPLES_PER_S = {"h128 bucketed": 7.5, "h256 bucketed": 2.5}
 TARGET_MATMUL_SHARE = 0.70
 TARGET_MEMORY_SHARE = 1 / 3
@@ -59,20 +56,9 @@ def targets(results: dict) -> list[dict]:
             value = rows[label]["train_samples_per_s"]["median"]
             checks.append({"name": f"{label} samples/s", "value": value, "target": f">= {target}"})
             checks[-1]["ok"] = value >= target
-    for label, original in ORIGINAL.items():
-        if label not in rows:
-            continue
-        value = rows[label]["train_samples_per_s"]["median"]
-        checks.append(
-            {
-                "name": f"{label} samples/s vs the original",
-                "value": value,
-                "target": f">= {original['samples_per_s']}",
-            }
-        )
-        checks[-1]["ok"] = value >= original["samples_per_s"]
-        if "peak_gb" in original:
-            limit = original["peak_gb"] * TARGET_MEMORY_SHARE * 1024
+    for label, peak_gb in ORIGINAL_PEAK_GB.items():
+        if label in rows:
+            limit = peak_gb * TARGET_MEMORY_SHARE * 1024
             value = rows[label]["peak_rss_mb"]
             checks.append({"name": f"{label} peak RSS MB", "value": value, "target": f"<= {limit:.0f}"})
             checks[-1]["ok"] = value <= limit

@@ -154,9 +154,8 @@ def write_report(
     study: optuna.Study | None = None,
 ) -> None:
     """comparison.csv, best_config.yaml, Optuna's plots of the sweep (its own study when given) and the top
-    trials' curves under out; the
-    plots and the best config are also logged to the parent run under compare/ (log_artifact only, so the
-    parent keeps its status)."""
+    trials' curves under out; the plots and the best config are also logged to the parent run under compare/
+    (log_artifact only, so the parent keeps its status)."""
     from orchestrator.tracking import plots  # matplotlib only when files are asked for
 
     out.mkdir(parents=True, exist_ok=True)

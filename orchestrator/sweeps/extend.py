@@ -16,7 +16,7 @@ from orchestrator.sweeps.parent import finish_parent
 from orchestrator.sweeps.search_space import parse_search_space
 from orchestrator.sweeps.settings import SweepError, SweepSettings, read_sweep_file, write_sweep_file
 from orchestrator.sweeps.study import load_study
-from orchestrator.sweeps.sweep import allow_unevaluated_epochs, fit_tuner, optuna_tuner
+from orchestrator.sweeps.sweep import allow_unevaluated_epochs, fit_tuner, search_tuner
 from orchestrator.tracking.run_logger import RunLogger
 
 
@@ -45,5 +45,5 @@ def extend_sweep(sweep_dir: str, part: SweepSettings, trainable=None) -> dict[st
     write_sweep_file(root, base)
     RunLogger(part.tracking_uri, part.experiment, run_id=part.parent_run_id)  # the parent RUNNING again
     allow_unevaluated_epochs(base)
-    results = fit_tuner(optuna_tuner(base, space, part, trainable), part)
+    results = fit_tuner(search_tuner(base, space, part, trainable), part)
     return finish_parent(results, part, root.planned_trials)

@@ -86,12 +86,15 @@ def trial_states(parent: RunLogger, settings: SweepSettings) -> list[str] | None
         return None
 
 
-def count_unfinished(parent: RunLogger, settings: SweepSettings, results, planned: int | None = None) -> int:
+def count_unfinished(
+    parent: RunLogger, settings: SweepSettings, results, planned: int | None = None, states=()
+) -> int:
     """Trials of the sweep (`planned`: every part's, default this part's) not yet run to their end. After
     Ctrl-C Tune stops gracefully and returns as if done: it marks the trials it stopped TERMINATED and never
-    creates the rest. Our own record is exact: every trial that ended has a child run no longer RUNNING."""
+    creates the rest. Our own record is exact: every trial that ended has a child run no longer RUNNING
+    (`states`: trial_states, when the caller has read them already)."""
     planned = planned or settings.trials
-    states = trial_states(parent, settings)
+    states = trial_states(parent, settings) if states == () else states
     if states is None:  # MLflow unreachable at the very end: Tune's count, blind to an interruption
         return max(0, settings.trials - results.num_terminated - results.num_errors)
     return max(0, planned - sum(state != "RUNNING" for state in states))
@@ -103,8 +106,8 @@ def finish_parent(results, settings: SweepSettings, planned: int | None = None) 
     parent = RunLogger(settings.tracking_uri, settings.experiment, run_id=settings.parent_run_id)
     errors = len(results.errors)
     finished = len(results) - errors
-    unfinished = count_unfinished(parent, settings, results, planned)
     states = trial_states(parent, settings)
+    unfinished = count_unfinished(parent, settings, results, planned, states)
     summary: dict[str, Any] = {
         "trials": len(results),
         "errors": errors,

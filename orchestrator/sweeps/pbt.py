@@ -144,10 +144,3 @@ def make_pbt_trainable(base: RunConfig, settings: SweepSettings):
         resources["GPU"] = settings.gpus_per_trial
     trainable = tune.with_parameters(pbt_trial, base_config=base, settings=settings)
     return tune.with_resources(trainable, resources)
-
-
-def parse_source(text: str) -> tuple[str, int, float]:
-    """(trial id, epoch, weights sum) from a result's PBT_SOURCE value."""
-    who, rest = text.split("@", 1)
-    epoch, total = rest.split(":", 1)
-    return who, int(epoch), float(total)

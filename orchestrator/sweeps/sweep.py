@@ -181,13 +181,13 @@ def run_sweep(
             param_space={k: tune.grid_search(v) for k, v in grid.items()},
         )
     else:
-        tuner = optuna_tuner(base, space, settings, trainable)
+        tuner = search_tuner(base, space, settings, trainable)
     return finish_parent(fit_tuner(tuner, settings), settings)
 
 
-def optuna_tuner(base: RunConfig, space: SearchSpace, settings: SweepSettings, trainable=None) -> tune.Tuner:
-    """A Tuner whose trials Optuna proposes (the sweep, or one of its extensions); under PBT, a population
-    drawn at random from the space, whose weak members PBT later moves (Optuna takes no part)."""
+def search_tuner(base: RunConfig, space: SearchSpace, settings: SweepSettings, trainable=None) -> tune.Tuner:
+    """A Tuner over the search space (the sweep, or one of its extensions): Optuna proposes each trial, or,
+    under PBT, the population is drawn at random and PBT moves its weak members (Optuna takes no part)."""
     pbt = settings.scheduler == "pbt"
     tune_config = tune.TuneConfig(
         metric=settings.metric,

@@ -58,3 +58,10 @@ def trial_config(base: RunConfig, knobs: dict[str, Any]) -> RunConfig:
     arm = knobs.pop(ARM_KEY, None)
     flat = {**(arm_overrides(arm) if arm else {}), **knobs}
     return apply_flat(base, flat, "trial config")
+
+
+def parse_source(text: str) -> tuple[str, int, float]:
+    """(trial id, epoch, weights sum) from a PBT result's PBT_SOURCE value."""
+    who, rest = text.split("@", 1)
+    epoch, total = rest.split(":", 1)
+    return who, int(epoch), float(total)

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 from mlflow.tracking import MlflowClient
 
 from orchestrator.runs.train import CHECKPOINT_RANK
-from orchestrator.sweeps.trial_config import ARM_KEY, PBT_SOURCE, trial_config
+from orchestrator.sweeps.trial_config import ARM_KEY, PBT_SOURCE, parse_source, trial_config
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.retries import TrackingUnavailable, with_retries
 from orchestrator.tracking.uri import TrackingRefused
@@ -109,10 +109,8 @@ class TrialRuns:
         epoch = int(result.get("epoch", 0))
         metrics = {k: v for k, v in result.items() if k not in TUNE_KEYS and not k.startswith("config")}
         try:
-            if result.get(
-                PBT_SOURCE
-            ):  # PBT copied another trial's weights before this epoch: a tag says whose
-                who, at = result[PBT_SOURCE].split(":", 1)[0].split("@")
+            if result.get(PBT_SOURCE):  # PBT copied another trial's weights before this epoch: say whose
+                who, at, _ = parse_source(result[PBT_SOURCE])
                 tag = f"rlan.pbt.copied_before_epoch_{epoch:04d}"
                 self._run(trial).logger.set_tags({tag: f"trial {who}, its epoch {at} ({result[PBT_SOURCE]})"})
             self._run(trial).record(epoch, metrics)

@@ -342,7 +342,7 @@ def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_kno
     # two copies the better after epoch 1, and perturbs its continuous knobs inside the space.
     import random
 
-    from orchestrator.sweeps.pbt import parse_source
+    from orchestrator.sweeps.trial_config import parse_source
 
     random.seed(0)  # PBT's own choices (perturb up or down, resample) draw from Python's random
     space = write_space(

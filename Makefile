@@ -41,7 +41,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check rlan orchestrator tests bench
 
 bench: $(STAMP)
-	$(BIN)/python -m bench --orchestration
+	$(BIN)/python -m bench --orchestration --time-to-accuracy
 
 # The CUDA path on a GPU machine (bench/gpu_check.py): no .venv there, so it runs the machine's python3
 # with the packages `make gpu-site` packed into .gpu/; on this machine it uses .venv and skips the GPU parts.

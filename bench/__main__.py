@@ -8,6 +8,7 @@
     python -m bench --compile        # also torch.compile of the solver step vs eager (minutes to compile)
     python -m bench --variants       # also each CPU optimisation turned off in turn (leave-one-out)
     python -m bench --scale          # also the sweep machinery at 1,000 stand-in trials (bench/scale.py)
+    python -m bench --time-to-accuracy  # also make learn's wall time to its held-out target (~5 minutes)
     python -m bench --vs-original DIR   # only: the original RLAN's step beside ours, same batches (bench/vs_original.py)
 
 Prints a table and writes bench/results.json (see docs/performance.md for the method).
@@ -48,6 +49,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--compile", action="store_true", help="torch.compile'd solver step vs eager, bucketed")
     p.add_argument("--variants", action="store_true", help="each CPU optimisation turned off in turn")
     p.add_argument("--scale", action="store_true", help="(e) 1,000 stand-in trials on MLflow+PostgreSQL")
+    p.add_argument(
+        "--time-to-accuracy",
+        action="store_true",
+        help="(f) configs/learnable.yaml's wall time to held-out exact match 0.5 (about 5 minutes)",
+    )
     p.add_argument(
         "--vs-original",
         type=Path,
@@ -138,6 +144,11 @@ def main(argv: list[str] | None = None) -> dict:
         results["scale"] = run_child("bench.scale", [], "scale", max(args.timeout, 7200))
         if "error" not in results["scale"]:
             print("\n".join(scale.table(results["scale"])), flush=True)
+    if args.time_to_accuracy:
+        results["time_to_accuracy"] = run_child(
+            "bench.time_to_accuracy", [], "time to accuracy", args.timeout
+        )
+        print(report.time_to_accuracy_line(results["time_to_accuracy"]), flush=True)
     if args.gpu or args.gpu_only:
         from bench import gpu
 

@@ -21,6 +21,7 @@ from bench.stats import load_average
 from bench.train import peak_rss_mb
 from bench.workload import Shape, TrainStep, build_model, pad_batch
 from rlan.data import collate_samples, load_tasks
+from rlan.data.collate import content_side
 from rlan.data.constants import MAX_GRID_SIDE
 from rlan.data.dataset import QuerySpec
 
@@ -38,9 +39,9 @@ def original_batches(batch: int, count: int, canvas: str, seed: int = 0) -> list
     return batches
 
 
-def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int) -> dict:
+def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int, trim: bool = False) -> dict:
     data = original_batches(shape.batch, warmup + steps, canvas, seed)
-    step = TrainStep(build_model(shape))
+    step = TrainStep(build_model(shape), trim=trim)
     load_before = load_average()
     times, losses = [], []
     for i, batch in enumerate(data):
@@ -55,6 +56,7 @@ def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int) -> di
         "step_times_s": times,
         "losses": losses,
         "canvas_sides": [int(b["query_inputs"].shape[-1]) for b in data],
+        "computed_sides": [content_side(b) if trim else int(b["query_inputs"].shape[-1]) for b in data],
         "num_pairs": [int(b["support_inputs"].shape[1]) for b in data],
         "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),
@@ -72,10 +74,11 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed training steps, one batch each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--trim", action="store_true", help="trim each batch to its content, as the engine does")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     shape = Shape(hidden=args.hidden, batch=args.batch, canvas="fixed")
-    print(json.dumps(measure(shape, args.canvas, args.warmup, args.steps, args.seed)))
+    print(json.dumps(measure(shape, args.canvas, args.warmup, args.steps, args.seed, args.trim)))
 
 
 if __name__ == "__main__":

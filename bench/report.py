@@ -92,6 +92,19 @@ def variant_line(row: dict) -> str:
     return f"{head} {_fmt(row['train_samples_per_s']):>12}  {row['peak_rss_mb']:6.0f} MB"
 
 
+def time_to_accuracy_line(r: dict) -> str:
+    if "error" in r:
+        return f"(f) time to accuracy: error: {r['error']}"
+    head = f"(f) {r['label']} ({r['config']}, {r['tasks']} tasks, seed {r['seed']}, {r['threads']} threads): "
+    end = (
+        f"final held-out EM {r['final_heldout_em']:.3f} at epoch {r['final_epoch']:.0f} "
+        f"({r['final_wall_s']:.0f} s); evaluated every {r['eval_every']} epochs"
+    )
+    if not r["reached"]:
+        return head + "not reached; " + end
+    return head + f"{r['wall_s']:.0f} s (epoch {r['epoch']:.0f}, {r['samples_seen']:.0f} samples); " + end
+
+
 def render(results: dict) -> str:
     m = results["machine"]
     matmul = results.get("matmul_fp32_gflops", {})
@@ -131,6 +144,8 @@ def render(results: dict) -> str:
             lines.append(f"    {mode:<7}{e['wall_s']['median']:7.1f} s" + (extra if mode != "direct" else ""))
         for mode, error in orch.get("errors", {}).items():
             lines.append(f"    {mode:<7}error: {error}")
+    if "time_to_accuracy" in results:
+        lines += ["", time_to_accuracy_line(results["time_to_accuracy"])]
     gpu = results.get("gpu")
     if gpu:
         lines += ["", f"GPU: {gpu.get('device', gpu.get('error'))}"]

@@ -21,7 +21,14 @@ from pathlib import Path
 from bench.stats import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
-SHAPES = (("fixed 30x30", "fixed", "fixed"), ("batch max", "dynamic", "batch-max"))  # label, original, ours
+# label, the original's padding, our canvas, whether our step trims the canvas to the batch's content (as the
+# engine does). The trimmed row takes the same 30 x 30 batches as the first; its original figure is the
+# first row's measurement of that round.
+SHAPES = (
+    ("fixed 30x30", "fixed", "fixed", False),
+    ("fixed 30x30, ours trimmed to content", "fixed", "fixed", True),
+    ("batch max", "dynamic", "batch-max", False),
+)
 
 
 def check_folder(folder: Path) -> None:
@@ -58,10 +65,10 @@ def original(
     return result
 
 
-def ours(canvas: str, warmup: int, steps: int, hidden: int, threads: int, timeout: float) -> dict:
+def ours(canvas: str, trim: bool, warmup: int, steps: int, hidden: int, threads: int, timeout: float) -> dict:
     cmd = [
         sys.executable, "-m", "bench.original_batches", "--canvas", canvas, "--hidden", str(hidden),
-        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads),
+        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads), *(["--trim"] if trim else []),
     ]  # fmt: skip
     return run_json(cmd, ROOT, timeout)
 
@@ -69,20 +76,26 @@ def ours(canvas: str, warmup: int, steps: int, hidden: int, threads: int, timeou
 def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hidden: int = 128,
             threads: int = 2, timeout: float = 1800.0) -> dict:  # fmt: skip
     check_folder(folder)
-    runs: dict[str, dict[str, list[dict]]] = {label: {"original": [], "ours": []} for label, _, _ in SHAPES}
+    runs: dict[str, dict[str, list[dict]]] = {label: {"original": [], "ours": []} for label, *_ in SHAPES}
     for r in range(rounds):
-        for label, padding, canvas in SHAPES:
+        original_now: dict[str, dict] = {}  # this round's original measurement per padding
+        for label, padding, canvas, trim in SHAPES:
             sides = [
                 ("original", original, (folder, padding, warmup, steps, hidden, threads, timeout)),
-                ("ours", ours, (canvas, warmup, steps, hidden, threads, timeout)),
+                ("ours", ours, (canvas, trim, warmup, steps, hidden, threads, timeout)),
             ]
             for side, run, run_args in sides if r % 2 == 0 else sides[::-1]:
+                if side == "original" and padding in original_now:
+                    runs[label][side].append(original_now[padding])
+                    continue
                 result = run(*run_args)
+                if side == "original":
+                    original_now[padding] = result
                 runs[label][side].append(result)
                 rate = result.get("train_samples_per_s")
                 shown = f"{rate:.2f} samples/s" if rate else result.get("error", "?")
                 print(f"[vs-original] round {r + 1} {label} {side}: {shown}", file=sys.stderr, flush=True)
-    rows = [row(label, runs[label]) for label, _, _ in SHAPES]
+    rows = [row(label, runs[label]) for label, *_ in SHAPES]
     return {"rounds": rounds, "warmup": warmup, "steps": steps, "hidden": hidden, "threads": threads,
             "load_after": load_average(), "rows": rows, "runs": runs}  # fmt: skip
 
@@ -102,6 +115,7 @@ def row(label: str, sides: dict[str, list[dict]]) -> dict:
         "ours_rss_mb": median("ours", "peak_rss_mb"),
         "same_canvases": same and bool(first["ours"]),
         "canvas_sides": first["ours"].get("canvas_sides"),
+        "computed_sides": first["ours"].get("computed_sides"),
         "errors": [r["error"] for side in sides.values() for r in side if "error" in r],
     }
     if result["original"] and result["ours"]:
@@ -113,10 +127,12 @@ def table(results: dict) -> list[str]:
     lines = [
         f"vs the original, same batches, {results['rounds']} ABBA rounds, h{results['hidden']}, "
         f"{results['warmup']} warm-up + {results['steps']} timed steps, {results['threads']} threads",
-        "| shape | original samples/s | this project | ratio | original RSS | this project RSS | same canvases |",
-        "|---|---|---|---|---|---|---|",
+        "| shape | original samples/s | this project | ratio | original RSS | this project RSS | same canvases "
+        "| our step's mean side |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
+        computed = r.get("computed_sides") or r.get("canvas_sides")
 
         def f(v, spec=".2f"):
             return "n/a" if v is None else format(v, spec)
@@ -124,7 +140,8 @@ def table(results: dict) -> list[str]:
         lines.append(
             f"| {r['shape']} | {f(r['original'])} | {f(r['ours'])} | {f(r.get('ratio'))}x | "
             f"{f(r['original_rss_mb'] and r['original_rss_mb'] / 1024)} GiB | "
-            f"{f(r['ours_rss_mb'] and r['ours_rss_mb'] / 1024)} GiB | {'yes' if r['same_canvases'] else 'NO'} |"
+            f"{f(r['ours_rss_mb'] and r['ours_rss_mb'] / 1024)} GiB | {'yes' if r['same_canvases'] else 'NO'} | "
+            f"{f(computed and statistics.mean(computed), '.1f')} |"
         )
         if r["errors"]:
             lines.append(f"  errors: {'; '.join(r['errors'])}")

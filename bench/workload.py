@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 
 from rlan.config import DataConfig, ModelConfig, TrainingConfig
-from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, load_tasks
+from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, load_tasks, trim_canvas
 from rlan.data.constants import MAX_GRID_SIDE, OUTSIDE, PAD
 from rlan.losses import RLANLoss
 from rlan.model import RLAN, ModelStages, run_on_batch
@@ -120,8 +120,11 @@ def build_model(shape: Shape, device: torch.device | str = "cpu") -> RLAN:
 class TrainStep:
     """One optimiser step on one batch, as rlan/engine.py's train_batches takes it (meta losses off)."""
 
-    def __init__(self, model: RLAN, amp_dtype: torch.dtype | None = None):
+    def __init__(self, model: RLAN, amp_dtype: torch.dtype | None = None, trim: bool = False):
+        """trim: run each batch on its content's canvas, as the engine does (rlan.data.trim_canvas). Off by
+        default: the 30 x 30 rows pad on purpose, to measure the step on a full canvas."""
         t = TrainingConfig()
+        self.trim = trim
         self.model = model.train()
         self.loss_fn = RLANLoss(t)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -134,6 +137,8 @@ class TrainStep:
 
     def loss(self, batch: dict) -> torch.Tensor:
         device = next(self.model.parameters()).device
+        if self.trim:
+            batch = trim_canvas(batch)
         with torch.autocast(
             device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=bool(self.amp_dtype)
         ):

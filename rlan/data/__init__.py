@@ -1,7 +1,14 @@
 """ARC data: tasks, augmentation with inverses, canvases and batches."""
 
 from rlan.data.augment import INVERSE_D4, Augmentation, apply_d4, invert_d4, tta_views
-from rlan.data.collate import Sample, collate_samples, decode_prediction, encode_target, move_batch
+from rlan.data.collate import (
+    Sample,
+    collate_samples,
+    decode_prediction,
+    encode_target,
+    move_batch,
+    trim_canvas,
+)
 from rlan.data.constants import NUM_CLASSES, OUTSIDE, PAD
 from rlan.data.dataset import (
     ArcTrainingDataset,
@@ -26,6 +33,7 @@ __all__ = [
     "decode_prediction",
     "encode_target",
     "move_batch",
+    "trim_canvas",
     "NUM_CLASSES",
     "OUTSIDE",
     "PAD",

@@ -61,7 +61,7 @@ def project_keys(mha: nn.MultiheadAttention, tokens: torch.Tensor, padding: torc
     # Real keys first within each sample (the sort is stable, so their order is kept), then per group.
     first = torch.argsort(padding.to(torch.int8), dim=1, stable=True)[order]
     index = first[:, None, :, None].expand(-1, heads, -1, k.shape[-1])
-    k, v = k[order].gather(2, index), v[order].gather(2, index)
+    k, v = k.index_select(0, order).gather(2, index), v.index_select(0, order).gather(2, index)
     keys, values, sizes, start = [], [], [], 0
     for count in sorted(set(counts)):
         size = counts.count(count)
@@ -85,14 +85,15 @@ def attend(mha: nn.MultiheadAttention, query: torch.Tensor, keys: Keys) -> torch
     d, heads = mha.embed_dim, mha.num_heads
     q = _heads(F.linear(query, mha.in_proj_weight[:d], mha.in_proj_bias[:d]), heads)
     p = mha.dropout if mha.training else 0.0
+    # index_select, not q[order]: its backward is an index_add, where indexing's is a sorting index_put.
     if keys.order is not None:
-        q = q[keys.order]
+        q = q.index_select(0, keys.order)
     parts = [
         _attention(qg, k, v, keys.mask, p)
         for qg, k, v in zip(q.split(keys.sizes), keys.keys, keys.values, strict=True)
     ]
     out = parts[0] if len(parts) == 1 else torch.cat(parts)
     if keys.order is not None:
-        out = out[keys.inverse]
+        out = out.index_select(0, keys.inverse)
     b, _, n, _ = out.shape
     return F.linear(out.transpose(1, 2).reshape(b, n, d), mha.out_proj.weight, mha.out_proj.bias)

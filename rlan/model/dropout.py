@@ -31,13 +31,28 @@ def drop_mask(
     return drop.view(shape), _LEVELS / (_LEVELS - cut)
 
 
+class _MaskedScale(torch.autograd.Function):
+    """x * scale, zero where drop: two passes each way (autograd's masked_fill then mul makes three)."""
+
+    @staticmethod
+    def forward(ctx, x, drop, scale: float):
+        ctx.save_for_backward(drop)
+        ctx.scale = scale
+        return x.mul(scale).masked_fill_(drop, 0.0)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (drop,) = ctx.saved_tensors
+        return grad.mul(ctx.scale).masked_fill_(drop, 0.0), None, None
+
+
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
     if not training or p == 0.0:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
     drop, scale = drop_mask(x.shape, p, x.device)
-    return x.masked_fill(drop, 0.0).mul_(scale)
+    return _MaskedScale.apply(x, drop, scale)
 
 
 class Dropout(nn.Module):

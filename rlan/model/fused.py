@@ -32,32 +32,39 @@ _in_recompute = False
 
 
 class _DropoutAttention(torch.autograd.Function):
+    # Written as P (softmax weights), Pd = P with the dropped entries zeroed, ks = 1 / (1 - p):
+    # out = ks Pd v. Each pass over the (..., Q, T) weights costs more than the small products, so the
+    # backward makes as few as it can: the gradient of the scores is (gs v^T) * Pd - P rowsum(...), with
+    # gs = ks grad_out, which needs neither the mask again nor a copy of the weights.
     @staticmethod
     def forward(ctx, q, k, v, p: float):
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # else every matmul copies them
         scale = 1.0 / math.sqrt(q.shape[-1])
         weights = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
         drop, keep_scale = drop_mask(weights.shape, p, weights.device)
         if _in_recompute:
-            out = (weights.masked_fill(drop, 0.0) @ v).mul_(keep_scale)
-            ctx.save_for_backward(q, k, v, drop, weights)
+            kept = torch.where(drop, 0.0, weights)
+            ctx.save_for_backward(q, k, v, drop, weights, kept)
         else:
-            out = (weights.masked_fill_(drop, 0.0) @ v).mul_(keep_scale)
+            kept = weights.masked_fill_(drop, 0.0)
             ctx.save_for_backward(q, k, v, drop)
         ctx.scales = (scale, keep_scale)
-        return out
+        return (kept @ v).mul_(keep_scale)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, drop, *kept = ctx.saved_tensors
+        q, k, v, drop, *saved = ctx.saved_tensors
         scale, keep_scale = ctx.scales
         qs = q * scale
-        weights = kept[0] if kept else torch.softmax(qs @ k.transpose(-2, -1), dim=-1)
-        grad_v = None
-        if ctx.needs_input_grad[2]:
-            grad_v = (weights.masked_fill(drop, 0.0).transpose(-2, -1) @ grad_out).mul_(keep_scale)
-        # d out / d weights, through the dropout, then the softmax backward w * (g - sum(g * w)).
-        grad = (grad_out @ v.transpose(-2, -1)).mul_(keep_scale).masked_fill_(drop, 0.0).mul_(weights)
-        grad.addcmul_(weights, grad.sum(-1, keepdim=True), value=-1.0)
+        if saved:
+            weights, kept = saved
+        else:
+            weights = torch.softmax(qs @ k.transpose(-2, -1), dim=-1)
+            kept = torch.where(drop, 0.0, weights)
+        gs = grad_out * keep_scale
+        grad_v = kept.transpose(-2, -1) @ gs if ctx.needs_input_grad[2] else None
+        grad = (gs @ v.transpose(-2, -1)).mul_(kept)  # d loss / d weights, times the weights
+        grad.addcmul_(weights, grad.sum(-1, keepdim=True), value=-1.0)  # the softmax backward
         grad_q = (grad @ k).mul_(scale) if ctx.needs_input_grad[0] else None
         grad_k = grad.transpose(-2, -1) @ qs if ctx.needs_input_grad[1] else None
         return grad_q, grad_k, grad_v, None
@@ -137,7 +144,9 @@ def soft_clamp(x: torch.Tensor, threshold: float, limit: float) -> torch.Tensor:
         knee = x.sign() * (threshold + span * torch.tanh((x.abs() - threshold).clamp_min(0) / (span / 2)))
         return torch.where(x.abs() <= threshold, x, knee)
     if x.device.type == "cpu":
-        low, high = torch.aminmax(x) if x.numel() else (x.new_zeros(()), x.new_zeros(()))
+        # aminmax copies a non-contiguous input; a channels-last map is contiguous seen as (B, H, W, C)
+        dense = x.permute(0, 2, 3, 1) if x.dim() == 4 and not x.is_contiguous() else x
+        low, high = torch.aminmax(dense) if x.numel() else (x.new_zeros(()), x.new_zeros(()))
         if bool(high <= threshold) and bool(low >= -threshold):
             return x  # nothing beyond the knee: exactly the identity (on GPUs the check would sync)
     return _SoftClamp.apply(x, threshold, limit)

@@ -37,6 +37,9 @@ class RLAN(nn.Module):
         self.msre = MSRE(d, config.msre_encoding_dim, config.msre_num_freq)
         self.hyper_lora = HyperLoRA(config) if config.use_hyperlora else None
         self.solver = RecursiveSolver(config)
+        # Conv weights channels-last, as the maps they see are: oneDNN otherwise converts each weight (and
+        # its gradient back) on every call. Values, state dicts and checkpoints are unchanged.
+        self.to(memory_format=torch.channels_last)
 
     def encode_support(
         self, support_inputs: torch.Tensor, support_outputs: torch.Tensor, support_mask: torch.Tensor

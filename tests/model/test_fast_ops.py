@@ -33,6 +33,21 @@ def test_dropout_mask_rate_and_scale_keep_the_expectation():
     assert torch.equal(first, dropout(x, 0.3, True))
 
 
+@pytest.mark.parametrize("memory_format", CHANNELS)
+def test_dropout_is_the_masked_and_scaled_input_with_its_gradient(memory_format):
+    x = torch.randn(2, 3, 4, 5, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
+    torch.manual_seed(7)
+    drop, scale = drop_mask(x.shape, 0.25, x.device)
+
+    def fn(x):
+        torch.manual_seed(7)
+        return dropout(x, 0.25, True)
+
+    torch.testing.assert_close(fn(x), x.masked_fill(drop, 0.0) * scale)
+    assert fn(x).is_contiguous(memory_format=memory_format)
+    assert torch.autograd.gradcheck(fn, (x,))
+
+
 def test_attend_equals_multihead_attention_with_key_padding():
     torch.manual_seed(0)
     mha = nn.MultiheadAttention(32, 4, dropout=0.1, batch_first=True).eval()
@@ -58,6 +73,14 @@ def test_dropout_attention_matches_the_plain_expression_and_its_gradient():
     weights = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1)
     torch.testing.assert_close(fn(q, k, v), (weights.masked_fill(drop, 0) @ v) * scale)
     assert torch.autograd.gradcheck(fn, (q, k, v))
+    # inside a recomputed part it keeps the weights instead of recomputing them: the same gradients
+    import rlan.model.fused as fused
+
+    fused._in_recompute = True
+    try:
+        assert torch.autograd.gradcheck(fn, (q, k, v))
+    finally:
+        fused._in_recompute = False
 
 
 @pytest.mark.parametrize("memory_format", CHANNELS)

@@ -46,7 +46,7 @@ def measure(target: float, seed: int, overrides: list[str], config_path: str = s
         try:
             uri = f"sqlite:///{scratch}/mlflow.db"
             with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-                run_id, _ = run_debug(config, uri, "time-to-accuracy", "time-to-accuracy", echo=False)
+                run_id, _ = run_debug(config, uri, "time-to-accuracy", "time-to-accuracy")  # epoch lines: stderr
             rows = curve_rows(MlflowClient(uri), run_id)
         finally:
             os.chdir(home)

@@ -45,8 +45,9 @@ def measure(target: float, seed: int, overrides: list[str], config_path: str = s
         os.chdir(scratch)  # MLflow's artifacts land beside its throw-away database
         try:
             uri = f"sqlite:///{scratch}/mlflow.db"
-            with contextlib.redirect_stdout(sys.stderr):  # stdout carries the JSON line only
-                run_id, _ = run_debug(config, uri, "time-to-accuracy", "time-to-accuracy")  # epoch lines: stderr
+            # stdout carries the JSON line only: the run's epoch lines go to stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                run_id, _ = run_debug(config, uri, "time-to-accuracy", "time-to-accuracy")
             rows = curve_rows(MlflowClient(uri), run_id)
         finally:
             os.chdir(home)

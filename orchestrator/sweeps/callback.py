@@ -72,6 +72,7 @@ class MlflowSweepCallback(TrialRuns, Callback):
         storage: str = "",
         flush_every_s: float = 1.0,
         writer_threads: int = 4,
+        train_root: str = "",
     ):
         self.tracking_uri = tracking_uri
         self.experiment_name = experiment_name
@@ -83,6 +84,7 @@ class MlflowSweepCallback(TrialRuns, Callback):
         self.log_checkpoints = log_checkpoints
         self.echo = echo
         self.storage = storage  # the sweep's storage root: the filesystem of cloud checkpoints
+        self.train_root = train_root  # where the trials' Train runs keep their checkpoints (trial-<id>/)
         self.flush_every_s = flush_every_s
         self._experiment_id = ""  # the parent's, read once
         self._runs: dict[str, RunRecorder] = {}  # each trial's child run, with its queued epochs

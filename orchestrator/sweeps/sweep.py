@@ -109,6 +109,7 @@ def make_run_config(base: RunConfig, settings: SweepSettings) -> tune.RunConfig:
         settings.log_checkpoints,
         settings.echo,
         settings.storage,
+        train_root=f"{settings.sweep_dir}/train",  # as trial_driver's Train runs
     )
     reporter = tune.CLIReporter(
         metric_columns={"epoch": "epoch", settings.metric: settings.metric, "train/loss": "loss"},

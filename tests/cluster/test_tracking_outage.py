@@ -175,6 +175,32 @@ def _callback(store: str) -> MlflowSweepCallback:
     return MlflowSweepCallback(store, "outage-sweep", "s", parent.run_id, config, "score", 3, echo=False)
 
 
+def test_a_trial_resumed_after_its_last_epoch_gets_its_end_plots_from_its_newest_train_checkpoint(
+    store, tmp_path
+):
+    # Resumed after finishing training during an interruption, a trial reports its last epoch again without
+    # a checkpoint path (seen in the interrupted-ablation test at two trials at a time).
+    train = tmp_path / "train" / "trial-t9"
+    for name in ("checkpoint_2026-12-03_15-16-36.1", "checkpoint_2026-12-03_15-16-38.2"):
+        (train / name / "plots").mkdir(parents=True)
+        (train / name / "plots" / f"{name[-1]}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    callback = _callback(store)
+    callback.train_root = str(tmp_path / "train")
+    trial = SimpleNamespace(trial_id="t9", config={})
+    callback.on_trial_start(0, [], trial)
+    callback.on_trial_result(0, [], trial, {"epoch": 2.0, "score": 0.5, "train/loss": 1.0})
+    callback.on_trial_complete(0, [], trial)
+    callback.wait_idle()
+    client = MlflowClient(store)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't9'"
+    )
+    assert {a.path for a in client.list_artifacts(run.info.run_id, "plots")} == {
+        "plots/2.png",  # the newest checkpoint's, not the older one's
+        "plots/learning_curves.png",
+    }
+
+
 def test_an_epoch_that_never_reached_tune_is_reported_as_a_gap(store):
     callback = _callback(store)
     trial = SimpleNamespace(trial_id="t1", config={})

@@ -32,7 +32,7 @@ def test_an_interrupted_ablation_writes_no_report_until_resume_finishes_every_ar
     env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0")
     ablate = subprocess.Popen(
         [*command, "ablate", "-c", str(ROOT / "configs/ablation.yaml"), *TINY, "--epochs", "2", "--tasks", "3",
-         "--seeds", "1", "--arms", *RUN_ARMS, "--concurrency", "1", "--name", "tiny-ablation",
+         "--seeds", "1", "--arms", *RUN_ARMS, "--concurrency", "2", "--name", "tiny-ablation",
          "--tracking-uri", uri, "--out", str(tmp_path / "report"), "--quiet"],
         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

@@ -1,6 +1,5 @@
 import contextlib
 import os
-from pathlib import Path
 
 import pytest
 
@@ -75,19 +74,3 @@ def start_local_ray(num_cpus: int):
         yield ray
     finally:
         ray.shutdown()
-
-
-# `make test` runs two pytest-xdist workers (--dist loadgroup). Everything that starts Ray, an MLflow or
-# PostgreSQL server, a proxy or the CLI shares one of them and runs one at a time, as before: two local Ray
-# clusters on one machine can attach to each other, and the outage tests count requests on a quiet server.
-# The unit tests fill the other worker (they only compute).
-SERIAL = {"integration", "cluster", "cluster_files", "e2e"}
-SERIAL_MODULES = {"test_tracking_auth.py"}  # an HTTP proxy and CLI subprocesses
-
-
-def pytest_collection_modifyitems(config, items):
-    tests = Path(__file__).resolve().parent
-    for item in items:
-        parts = item.path.resolve().relative_to(tests).parts
-        if parts[0] in SERIAL or item.path.name in SERIAL_MODULES:
-            item.add_marker(pytest.mark.xdist_group("serial"))

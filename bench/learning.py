@@ -108,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # a clean table
     from mlflow import MlflowClient
 
-    from orchestrator.cli import bad_input_errors
     from orchestrator.runs.debug import run_debug
     from orchestrator.tracking.uri import check_reachable, resolve_tracking_uri
     from rlan.config import load_config
     from rlan.data import training_tasks
+    from rlan.errors import BadInputError
 
     overrides = (task_sets.overrides(args.set) if args.set else []) + list(args.overrides)
     try:
@@ -120,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         training_tasks(config)  # bad data or task ids fail here, before a run is created
         uri = resolve_tracking_uri(args.tracking_uri)
         check_reachable(uri)
-    except bad_input_errors() as exc:
+    except BadInputError as exc:
         print(f"bench.learning: error: {exc}", file=sys.stderr)
         return 2
     name = args.run_name or f"learning-{args.set or Path(args.config).stem}"

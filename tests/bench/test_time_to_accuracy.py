@@ -34,3 +34,11 @@ def test_a_run_reports_when_it_reached_the_target_and_where_it_ended(tmp_path, m
     assert "time to held-out EM 0" in line and "(epoch 1," in line and "at epoch 2" in line
     missed = time_to_accuracy_line({**reached, "reached": False})
     assert "not reached; final held-out EM" in missed
+
+
+def test_make_learn_refuses_an_unknown_task_in_one_line(capsys):
+    from bench import learning
+
+    assert learning.main(["data.tasks=[not-a-task]", "--tracking-uri", "sqlite:///:memory:"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("bench.learning: error:") and "not-a-task" in err[0]

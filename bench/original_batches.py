@@ -74,7 +74,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=int, default=10, help="timed training steps, one batch each")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--trim", action="store_true", help="trim each batch to its content, as the engine does")
+    p.add_argument(
+        "--trim", action="store_true", help="trim each batch to its content (rlan.data.trim_canvas)"
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     shape = Shape(hidden=args.hidden, batch=args.batch, canvas="fixed")

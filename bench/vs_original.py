@@ -21,8 +21,8 @@ from pathlib import Path
 from bench.stats import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
-# label, the original's padding, our canvas, whether our step trims the canvas to the batch's content (as the
-# engine does). The trimmed row takes the same 30 x 30 batches as the first; its original figure is the
+# label, the original's padding, our canvas, whether our step trims the canvas to the batch's content (our
+# collate_samples' rule). The trimmed row takes the same 30 x 30 batches as the first; its original figure is the
 # first row's measurement of that round.
 SHAPES = (
     ("fixed 30x30", "fixed", "fixed", False),

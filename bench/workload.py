@@ -121,7 +121,7 @@ class TrainStep:
     """One optimiser step on one batch, as rlan/engine.py's train_batches takes it (meta losses off)."""
 
     def __init__(self, model: RLAN, amp_dtype: torch.dtype | None = None, trim: bool = False):
-        """trim: run each batch on its content's canvas, as the engine does (rlan.data.trim_canvas). Off by
+        """trim: run each batch on its content's canvas (rlan.data.trim_canvas, collate_samples' rule). Off by
         default: the 30 x 30 rows pad on purpose, to measure the step on a full canvas."""
         t = TrainingConfig()
         self.trim = trim

@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
-from rlan.data import move_batch, set_loader_epoch, trim_canvas
+from rlan.data import move_batch, set_loader_epoch
 from rlan.diagnostics import selection_score
 from rlan.epoch_stats import (
     MetricAccumulator,
@@ -205,7 +205,7 @@ def train_batches(
         repr(meta_at(state.config, epoch, stages)),
     )
     for index, batch in enumerate(state.loader):
-        batch = move_batch(trim_canvas(batch), state.device)  # a no-op on collate_samples' batches
+        batch = move_batch(batch, state.device)
         bar.update(1)
         with state.cost.counting(batch, signature):
             with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.amp):

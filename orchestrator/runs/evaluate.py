@@ -19,6 +19,7 @@ import torch
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from orchestrator.tracking.artifacts import newest_checkpoint
 from orchestrator.tracking.retries import with_retries
 from orchestrator.tracking.run_logger import RunLogger
 from orchestrator.tracking.uri import run_tags
@@ -82,9 +83,9 @@ def trial_checkpoint(
     root = Path(storage) / sweep  # the trial ran in the sweep itself or in one of its extensions
     train = root / "train" / f"trial-{trial_id}"
     for folder in (train, *root.glob(f"extend-*/train/trial-{trial_id}")):
-        found = sorted(folder.glob("checkpoint_*/checkpoint.pt"))
-        if found:
-            return found[-1].parent
+        newest = newest_checkpoint(str(folder))
+        if newest and (Path(newest) / "checkpoint.pt").is_file():
+            return Path(newest)
     raise ConfigError(f"sweep '{sweep}': trial {trial_id} has no checkpoint under {train}")
 
 

@@ -14,13 +14,13 @@ import math
 import sys
 import threading
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
 
 from orchestrator.runs.train import CHECKPOINT_RANK
 from orchestrator.sweeps.trial_config import ARM_KEY, PBT_SOURCE, parse_source, trial_config
+from orchestrator.tracking.artifacts import newest_checkpoint
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.retries import TrackingUnavailable, with_retries
 from orchestrator.tracking.uri import TrackingRefused
@@ -46,27 +46,6 @@ TUNE_KEYS = {
     "experiment_tag",
     CHECKPOINT_RANK,  # the sweep metric again, for Ray Train's checkpoint retention
 }
-
-
-def newest_checkpoint(folder: str) -> str | None:
-    """The newest checkpoint_* folder of a Train run (Ray names them by time; PBT's checkpoint_final sorts
-    last), local or on cloud storage; None when there is none."""
-    if "://" not in folder:
-        found = sorted(p for p in Path(folder).glob("checkpoint_*") if p.is_dir())
-        return str(found[-1]) if found else None
-    import pyarrow.fs
-
-    filesystem, path = pyarrow.fs.FileSystem.from_uri(folder)
-    try:
-        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path))
-    except (FileNotFoundError, OSError):
-        return None
-    names = sorted(
-        i.base_name
-        for i in infos
-        if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")
-    )
-    return f"{folder}/{names[-1]}" if names else None
 
 
 class TrialRuns:
@@ -167,7 +146,8 @@ class TrialRuns:
             run.flush()
             # A trial that finished training while the sweep was interrupted reports, once resumed, its last
             # epoch again without a checkpoint: its end artifacts come from its Train run's newest one.
-            checkpoint = checkpoint or newest_checkpoint(f"{self.train_root}/trial-{trial.trial_id}")
+            if not checkpoint and self.train_root:
+                checkpoint = newest_checkpoint(f"{self.train_root}/trial-{trial.trial_id}")
             run.log_end_artifacts(
                 checkpoint,
                 storage=self.storage,

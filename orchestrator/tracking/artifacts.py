@@ -115,6 +115,27 @@ def local_checkpoint(checkpoint: str, storage: str = ""):
         yield folder
 
 
+def newest_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint_* folder of a Train run (Ray names them by time; PBT's checkpoint_final sorts
+    last), local or on cloud storage; None when there is none."""
+    if "://" not in folder:
+        found = sorted(p for p in Path(folder).glob("checkpoint_*") if p.is_dir())
+        return str(found[-1]) if found else None
+    import pyarrow.fs
+
+    filesystem, path = pyarrow.fs.FileSystem.from_uri(folder)
+    try:
+        infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path))
+    except (FileNotFoundError, OSError):
+        return None
+    names = sorted(
+        i.base_name
+        for i in infos
+        if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")
+    )
+    return f"{folder}/{names[-1]}" if names else None
+
+
 def log_plot_folder(logger: RunLogger, checkpoint_dir: str | None) -> None:
     """Log the PNGs (to plots/) and per-query tables (to results/) a worker left in a checkpoint's plots/
     folder (see render_final_plots)."""

@@ -21,9 +21,9 @@ from bench.stats import load_average
 from bench.train import peak_rss_mb
 from bench.workload import Shape, TrainStep, build_model, pad_batch
 from rlan.data import collate_samples, load_tasks
-from rlan.data.collate import content_side
 from rlan.data.constants import MAX_GRID_SIDE
 from rlan.data.dataset import QuerySpec
+from rlan.model.canvas import canvas_for
 
 
 def original_batches(batch: int, count: int, canvas: str, seed: int = 0) -> list[dict]:
@@ -39,9 +39,17 @@ def original_batches(batch: int, count: int, canvas: str, seed: int = 0) -> list
     return batches
 
 
-def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int, trim: bool = False) -> dict:
+def computed_sides(batch: dict, canvas_sides: list[int] | None) -> list[int]:
+    """The side of the canvas the step computes each sample on: its own, or the batch's."""
+    if canvas_sides is not None:
+        return canvas_for(batch["canvas_sizes"], canvas_sides).tolist()
+    return [int(batch["query_inputs"].shape[-1])] * int(batch["query_inputs"].shape[0])
+
+
+def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int) -> dict:
     data = original_batches(shape.batch, warmup + steps, canvas, seed)
-    step = TrainStep(build_model(shape), trim=trim)
+    model = build_model(shape)
+    step = TrainStep(model)
     load_before = load_average()
     times, losses = [], []
     for i, batch in enumerate(data):
@@ -56,7 +64,8 @@ def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int, trim:
         "step_times_s": times,
         "losses": losses,
         "canvas_sides": [int(b["query_inputs"].shape[-1]) for b in data],
-        "computed_sides": [content_side(b) if trim else int(b["query_inputs"].shape[-1]) for b in data],
+        "model_canvas_sides": model.config.canvas_sides,
+        "computed_sides": [computed_sides(b, model.config.canvas_sides) for b in data],
         "num_pairs": [int(b["support_inputs"].shape[1]) for b in data],
         "peak_rss_mb": peak_rss_mb(),
         "threads": torch.get_num_threads(),
@@ -75,12 +84,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument(
-        "--trim", action="store_true", help="trim each batch to its content (rlan.data.trim_canvas)"
+        "--batch-canvas",
+        action="store_true",
+        help="model.canvas_sides=null: every sample on the batch's canvas, as the original computes",
     )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    shape = Shape(hidden=args.hidden, batch=args.batch, canvas="fixed")
-    print(json.dumps(measure(shape, args.canvas, args.warmup, args.steps, args.seed, args.trim)))
+    shape = Shape(hidden=args.hidden, batch=args.batch, canvas="fixed", batch_canvas=args.batch_canvas)
+    print(json.dumps(measure(shape, args.canvas, args.warmup, args.steps, args.seed)))
 
 
 if __name__ == "__main__":

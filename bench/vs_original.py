@@ -21,13 +21,14 @@ from pathlib import Path
 from bench.stats import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
-# label, the original's padding, our canvas, whether our step trims the canvas to the batch's content (our
-# collate_samples' rule). The trimmed row takes the same 30 x 30 batches as the first; its original figure is the
-# first row's measurement of that round.
+# label, the original's padding, our canvas, whether our model computes each sample on a canvas of its own
+# (model.canvas_sides, the default) or on the batch's, as the original does (the same work on both sides).
+# Rows with the same padding share that round's measurement of the original.
 SHAPES = (
-    ("fixed 30x30", "fixed", "fixed", False),
-    ("fixed 30x30, ours trimmed to content", "fixed", "fixed", True),
-    ("batch max", "dynamic", "batch-max", False),
+    ("fixed 30x30", "fixed", "fixed", True),
+    ("fixed 30x30, ours on the batch's canvas", "fixed", "fixed", False),
+    ("batch max", "dynamic", "batch-max", True),
+    ("batch max, ours on the batch's canvas", "dynamic", "batch-max", False),
 )
 
 
@@ -65,10 +66,13 @@ def original(
     return result
 
 
-def ours(canvas: str, trim: bool, warmup: int, steps: int, hidden: int, threads: int, timeout: float) -> dict:
+def ours(
+    canvas: str, own_canvas: bool, warmup: int, steps: int, hidden: int, threads: int, timeout: float
+) -> dict:
     cmd = [
         sys.executable, "-m", "bench.original_batches", "--canvas", canvas, "--hidden", str(hidden),
-        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads), *(["--trim"] if trim else []),
+        "--warmup", str(warmup), "--steps", str(steps), "--threads", str(threads),
+        *([] if own_canvas else ["--batch-canvas"]),
     ]  # fmt: skip
     return run_json(cmd, ROOT, timeout)
 
@@ -79,10 +83,10 @@ def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hid
     runs: dict[str, dict[str, list[dict]]] = {label: {"original": [], "ours": []} for label, *_ in SHAPES}
     for r in range(rounds):
         original_now: dict[str, dict] = {}  # this round's original measurement per padding
-        for label, padding, canvas, trim in SHAPES:
+        for label, padding, canvas, own_canvas in SHAPES:
             sides = [
                 ("original", original, (folder, padding, warmup, steps, hidden, threads, timeout)),
-                ("ours", ours, (canvas, trim, warmup, steps, hidden, threads, timeout)),
+                ("ours", ours, (canvas, own_canvas, warmup, steps, hidden, threads, timeout)),
             ]
             for side, run, run_args in sides if r % 2 == 0 else sides[::-1]:
                 if side == "original" and padding in original_now:
@@ -123,16 +127,25 @@ def row(label: str, sides: dict[str, list[dict]]) -> dict:
     return result
 
 
+def rms_side(sides: list | None) -> float | None:
+    """The root-mean-square side over every sample (the FLOPs go with the area): per-sample lists, or one
+    side per batch."""
+    if not sides:
+        return None
+    flat = [s for entry in sides for s in (entry if isinstance(entry, list) else [entry])]
+    return statistics.mean(s * s for s in flat) ** 0.5
+
+
 def table(results: dict) -> list[str]:
     lines = [
         f"vs the original, same batches, {results['rounds']} ABBA rounds, h{results['hidden']}, "
         f"{results['warmup']} warm-up + {results['steps']} timed steps, {results['threads']} threads",
         "| shape | original samples/s | this project | ratio | original RSS | this project RSS | same canvases "
-        "| our step's mean side |",
+        "| our step's rms side |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in results["rows"]:
-        computed = r.get("computed_sides") or r.get("canvas_sides")
+        computed = rms_side(r.get("computed_sides") or r.get("canvas_sides"))
 
         def f(v, spec=".2f"):
             return "n/a" if v is None else format(v, spec)
@@ -141,7 +154,7 @@ def table(results: dict) -> list[str]:
             f"| {r['shape']} | {f(r['original'])} | {f(r['ours'])} | {f(r.get('ratio'))}x | "
             f"{f(r['original_rss_mb'] and r['original_rss_mb'] / 1024)} GiB | "
             f"{f(r['ours_rss_mb'] and r['ours_rss_mb'] / 1024)} GiB | {'yes' if r['same_canvases'] else 'NO'} | "
-            f"{f(computed and statistics.mean(computed), '.1f')} |"
+            f"{f(computed, '.1f')} |"
         )
         if r["errors"]:
             lines.append(f"  errors: {'; '.join(r['errors'])}")

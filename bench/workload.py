@@ -12,7 +12,7 @@ from functools import lru_cache
 import torch
 
 from rlan.config import DataConfig, ModelConfig, TrainingConfig
-from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, load_tasks, trim_canvas
+from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, load_tasks
 from rlan.data.constants import MAX_GRID_SIDE, OUTSIDE, PAD
 from rlan.losses import RLANLoss
 from rlan.model import RLAN, ModelStages, run_on_batch
@@ -30,6 +30,9 @@ class Shape:
     steps: int = 7
     batch: int = 8
     canvas: str = "bucketed"  # "bucketed": each batch's own largest canvas; "fixed": padded to 30 x 30
+    # model.canvas_sides=null: every sample computed on its batch's canvas, as the original (default: each
+    # on a canvas of its own, rlan/model/canvas.py)
+    batch_canvas: bool = False
 
     @property
     def label(self) -> str:
@@ -113,18 +116,21 @@ def move_to(batch: dict, device: torch.device | str) -> dict:
 
 def build_model(shape: Shape, device: torch.device | str = "cpu") -> RLAN:
     torch.manual_seed(SEED)
-    config = ModelConfig(hidden_dim=shape.hidden, max_clues=shape.clues, num_solver_steps=shape.steps)
+    config = ModelConfig(
+        hidden_dim=shape.hidden,
+        max_clues=shape.clues,
+        num_solver_steps=shape.steps,
+    )
+    if shape.batch_canvas:
+        config = config.model_copy(update={"canvas_sides": None})
     return RLAN(config).to(device)
 
 
 class TrainStep:
     """One optimiser step on one batch, as rlan/engine.py's train_batches takes it (meta losses off)."""
 
-    def __init__(self, model: RLAN, amp_dtype: torch.dtype | None = None, trim: bool = False):
-        """trim: run each batch on its content's canvas (rlan.data.trim_canvas, collate_samples' rule). Off by
-        default: the 30 x 30 rows pad on purpose, to measure the step on a full canvas."""
+    def __init__(self, model: RLAN, amp_dtype: torch.dtype | None = None):
         t = TrainingConfig()
-        self.trim = trim
         self.model = model.train()
         self.loss_fn = RLANLoss(t)
         self.params = [p for p in model.parameters() if p.requires_grad]
@@ -137,8 +143,6 @@ class TrainStep:
 
     def loss(self, batch: dict) -> torch.Tensor:
         device = next(self.model.parameters()).device
-        if self.trim:
-            batch = trim_canvas(batch)
         with torch.autocast(
             device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=bool(self.amp_dtype)
         ):

@@ -10,6 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rlan.data.constants import MAX_GRID_SIDE
 from rlan.errors import BadInputError
 
 
@@ -51,6 +52,10 @@ class ModelConfig(_Section):
     stop_logit_squash: bool = Field(False, description="the original's 6*tanh(x/6) on stop logits")
     output_soft_clamp: float = Field(50.0, gt=0.0, description="output logits stay linear up to here")
     output_soft_clamp_max: float = Field(100.0, gt=0.0, description="...and never exceed this")
+    # Each sample is computed on the smallest of these sides that holds its grids (rlan/model/canvas.py), so
+    # its result does not depend on which samples share its batch; matching data.bucket_boundaries (+ 30)
+    # keeps a training batch on one canvas. null: every sample on its batch's canvas, as the original.
+    canvas_sides: list[int] | None = Field(default_factory=lambda: [10, 15, 20, 25, 30])
 
     @model_validator(mode="after")
     def _check_sizes(self) -> ModelConfig:
@@ -60,6 +65,13 @@ class ModelConfig(_Section):
             raise ValueError(f"hidden_dim {self.hidden_dim} must be divisible by num_heads {self.num_heads}")
         if self.output_soft_clamp_max <= self.output_soft_clamp:
             raise ValueError("output_soft_clamp_max must be greater than output_soft_clamp")
+        sides = self.canvas_sides
+        if sides is not None and (
+            not sides or sides != sorted(set(sides)) or not 1 <= sides[0] <= sides[-1] <= MAX_GRID_SIDE
+        ):
+            raise ValueError(
+                f"canvas_sides must be increasing sides in 1..{MAX_GRID_SIDE} (or null), got {sides}"
+            )
         return self
 
 

@@ -38,6 +38,7 @@ from rlan.epoch_stats import (
 )
 from rlan.losses.meta_losses import MetaLosses
 from rlan.model import run_on_batch
+from rlan.model.canvas import canvas_work
 from rlan.model.output import ModelStages
 from rlan.schedule import meta_at, stages_at
 from rlan.train_state import TrainState, build, resume, state_dict, write_checkpoint
@@ -207,7 +208,7 @@ def train_batches(
     for index, batch in enumerate(state.loader):
         batch = move_batch(batch, state.device)
         bar.update(1)
-        with state.cost.counting(batch, signature):
+        with state.cost.counting(batch, signature, canvas_work(batch, core.config.canvas_sides)):
             with torch.autocast(state.device.type, dtype=torch.bfloat16, enabled=state.amp):
                 out = run_on_batch(model, batch, stages)
                 losses = state.loss_fn(out, batch)

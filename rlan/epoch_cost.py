@@ -1,10 +1,11 @@
 """What an epoch of training costs the machine: CPU use, peak memory, FLOPs, and their share of the device's peak.
 
 FLOPs are counted by torch.utils.flop_counter on the real training step (forward, losses, meta losses,
-backward), once per distinct batch shape and stage: later batches of a shape add the counted figure, so the
-counter's overhead falls on a few batches of the epochs where a shape or stage is new (+0.25 s on the
-learnable config's first epoch of 1.2 s, ~0 from the third). The model skips padded support pairs, which the
-shape does not show, so the total is an estimate: 0.4-1.0% below a count of every batch in the tests. The peak is this process's own measured
+backward), once per distinct batch shape and stage: later batches of a shape add the counted figure scaled
+by their `work` (the cells the model computes on, rlan.model.canvas.canvas_work: each sample on its own
+canvas, with its real support pairs, neither of which the shape shows), so the counter's overhead falls on a
+few batches of the epochs where a shape or stage is new (+0.25 s on the learnable config's first epoch of
+1.2 s, ~0 from the third). The total is an estimate, within 2% of a count of every batch in the tests. The peak is this process's own measured
 matmul rate (fp32, or bf16 under autocast) on the threads it trains with, measured once per process: "MFU" is
 then the achieved share of what this device does on a plain matmul (`python -m bench` measures the same
 rate more carefully, docs/performance.md).
@@ -56,7 +57,8 @@ class EpochCost:
 
     def __init__(self, device: torch.device, amp: bool):
         self.device, self.amp = device, amp
-        self._flops_of: dict[tuple, int] = {}  # (batch shapes, stages, meta losses) -> FLOPs of its step
+        # (batch shapes, stages, meta losses) -> (FLOPs of the counted step, that batch's work)
+        self._flops_of: dict[tuple, tuple[int, float]] = {}
         self.flops = 0
         self._cpu = self._wall = 0.0
         self._just_counted: tuple | None = None
@@ -66,14 +68,16 @@ class EpochCost:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def counting(self, batch: dict, signature: tuple) -> AbstractContextManager:
-        """Wrap one batch's forward, losses and backward: counted the first time its shape is seen."""
+    def counting(self, batch: dict, signature: tuple, work: float = 1.0) -> AbstractContextManager:
+        """Wrap one batch's forward, losses and backward: counted the first time its shape is seen; later
+        batches of the shape add that count times their work over the counted batch's."""
         key = (*(tuple(v.shape) for v in batch.values() if torch.is_tensor(v)), *signature)
         self._just_counted = None
         if key in self._flops_of:
-            self.flops += self._flops_of[key]
+            flops, counted_work = self._flops_of[key]
+            self.flops += round(flops * work / counted_work)
             return nullcontext()
-        return _Count(self, key)
+        return _Count(self, key, work)
 
     def discard(self) -> None:
         """Forget the figure counted for the batch just done (its backward was skipped): its FLOPs stay in the
@@ -101,8 +105,8 @@ class EpochCost:
 
 
 class _Count:
-    def __init__(self, cost: EpochCost, key: tuple):
-        self.cost, self.key, self.mode = cost, key, FlopCounterMode(display=False)
+    def __init__(self, cost: EpochCost, key: tuple, work: float):
+        self.cost, self.key, self.work, self.mode = cost, key, work, FlopCounterMode(display=False)
 
     def __enter__(self) -> None:
         self.mode.__enter__()
@@ -111,6 +115,6 @@ class _Count:
         self.mode.__exit__(*exc)
         if exc[0] is None:
             flops = self.mode.get_total_flops()
-            self.cost._flops_of[self.key] = flops
+            self.cost._flops_of[self.key] = (flops, self.work)
             self.cost._just_counted = self.key
             self.cost.flops += flops

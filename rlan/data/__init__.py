@@ -7,7 +7,6 @@ from rlan.data.collate import (
     decode_prediction,
     encode_target,
     move_batch,
-    trim_canvas,
 )
 from rlan.data.constants import NUM_CLASSES, OUTSIDE, PAD
 from rlan.data.dataset import (
@@ -33,7 +32,6 @@ __all__ = [
     "decode_prediction",
     "encode_target",
     "move_batch",
-    "trim_canvas",
     "NUM_CLASSES",
     "OUTSIDE",
     "PAD",

@@ -114,37 +114,6 @@ def collate_samples(samples: Sequence[Sample]) -> dict[str, Any]:
     }
 
 
-CANVAS_KEYS = (
-    ("support_inputs", PAD),
-    ("support_outputs", PAD),
-    ("query_inputs", PAD),
-    ("query_targets", OUTSIDE),
-)
-
-
-def content_side(batch: dict[str, Any]) -> int:
-    """The smallest side that holds every grid cell of the batch and every cell the loss counts: rows and
-    columns past it are padding in every tensor (at least 1)."""
-    side = batch["query_inputs"].shape[-1]
-    occupied = batch["target_mask"].reshape(-1, side, side).any(0)
-    for key, blank in CANVAS_KEYS:
-        occupied |= (batch[key] != blank).reshape(-1, side, side).any(0)
-    rows, cols = occupied.any(1).nonzero(), occupied.any(0).nonzero()
-    return max(1, int(rows.max()) + 1 if len(rows) else 0, int(cols.max()) + 1 if len(cols) else 0)
-
-
-def trim_canvas(batch: dict[str, Any]) -> dict[str, Any]:
-    """The batch on its content's canvas (content_side): a batch padded past its grids (to 30 x 30, say)
-    costs what its grids cost. collate_samples never pads further, so its batches come back as they are."""
-    side = content_side(batch)
-    if side == batch["query_inputs"].shape[-1]:
-        return batch
-    out = dict(batch)
-    for key in (*(k for k, _ in CANVAS_KEYS), "target_mask"):
-        out[key] = batch[key][..., :side, :side].contiguous()
-    return out
-
-
 def move_batch(batch: dict[str, Any], device: torch.device | str) -> dict[str, Any]:
     """Tensors to the device (non-blocking where pinned); python lists stay as they are."""
     return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}

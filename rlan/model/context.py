@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rlan.data.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS
+from rlan.data.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS, PAD
 from rlan.model.attention import attend, project_keys
+from rlan.model.canvas import canvas_groups, fit_canvas
 from rlan.model.dropout import Dropout
 from rlan.model.fused import group_norm_gelu, recompute
 
@@ -75,17 +76,35 @@ class ContextEncoder(nn.Module):
         return self.downsample(fused) + self.pooled_position
 
     def forward(
-        self, support_inputs: torch.Tensor, support_outputs: torch.Tensor, support_mask: torch.Tensor
+        self,
+        support_inputs: torch.Tensor,
+        support_outputs: torch.Tensor,
+        support_mask: torch.Tensor,
+        canvases: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """canvases (B,): encode each sample's pairs on a C x C canvas of its own (rlan.model.canvas);
+        None: on the batch's canvas."""
         b, n, side, _ = support_inputs.shape
         flat_mask = support_mask.reshape(b * n)
-        real = self.encode_pairs(
-            support_inputs.reshape(b * n, side, side)[flat_mask],
-            support_outputs.reshape(b * n, side, side)[flat_mask],
-        )
-        maps = real.new_zeros(b * n, *real.shape[1:])
-        maps[flat_mask] = real
-        return maps.view(b, n, *real.shape[1:])
+        inputs = support_inputs.reshape(b * n, side, side)
+        outputs = support_outputs.reshape(b * n, side, side)
+        if canvases is None:
+            pair_canvases = torch.full_like(flat_mask, side, dtype=torch.long)
+        else:
+            pair_canvases = canvases.to(flat_mask.device).repeat_interleave(n)
+        groups = canvas_groups(pair_canvases, flat_mask)
+        _, d, s, _ = self.pooled_position.shape
+        if not groups:
+            return self.pooled_position.new_zeros(b, n, d, s, s)
+        parts = [
+            self.encode_pairs(
+                fit_canvas(inputs[g.index], g.side, PAD), fit_canvas(outputs[g.index], g.side, PAD)
+            )
+            for g in groups
+        ]
+        real = parts[0] if len(parts) == 1 else torch.cat(parts)
+        index = torch.cat([g.index for g in groups])
+        return real.new_zeros(b * n, d, s, s).index_copy(0, index, real).view(b, n, d, s, s)
 
 
 class FiLM(nn.Module):

@@ -35,6 +35,18 @@ class LoraDeltas:
     # delta = left @ right; the solver uses it when present (cheaper). Drop it if you change a delta.
     factors: dict[str, tuple[torch.Tensor, torch.Tensor]] | None = None
 
+    def rows(self, index: torch.Tensor) -> LoraDeltas:
+        """The deltas of the samples at `index` (the scalars, batch figures, stay as they are)."""
+        pick = lambda t: t.index_select(0, index)  # noqa: E731
+        factors = None
+        if self.factors is not None:
+            factors = {k: (pick(a), pick(b)) for k, (a, b) in self.factors.items()}
+        per_sample = {f: pick(getattr(self, f)) for f in PER_SAMPLE_DELTA_FIELDS}
+        return LoraDeltas(**per_sample, reg_loss=self.reg_loss, norm=self.norm, factors=factors)
+
+
+PER_SAMPLE_DELTA_FIELDS = ("gru_reset", "gru_update", "gru_candidate", "output_head", "context")
+
 
 @dataclass
 class RLANOutput:

@@ -6,7 +6,8 @@ import torch
 import torch.nn as nn
 
 from rlan.config import ModelConfig
-from rlan.data.constants import MAX_GRID_SIDE
+from rlan.data.constants import MAX_GRID_SIDE, PAD
+from rlan.model.canvas import CanvasGroup, canvas_for, canvas_groups, fit_canvas, sample_sides
 from rlan.model.context import ContextEncoder, CrossAttentionInjector, FiLM, support_context
 from rlan.model.encoder import FeatureProjection, GridEncoder
 from rlan.model.fused import recompute_if_large
@@ -42,10 +43,20 @@ class RLAN(nn.Module):
         self.to(memory_format=torch.channels_last)
 
     def encode_support(
-        self, support_inputs: torch.Tensor, support_outputs: torch.Tensor, support_mask: torch.Tensor
+        self,
+        support_inputs: torch.Tensor,
+        support_outputs: torch.Tensor,
+        support_mask: torch.Tensor,
+        sides: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Support maps S (B, N, D, s, s), zero in padded slots."""
-        return self.context_encoder(support_inputs, support_outputs, support_mask)
+        """Support maps S (B, N, D, s, s), zero in padded slots. With model.canvas_sides each sample's pairs
+        are encoded on its own canvas, chosen from `sides` (B,), by default the side of its support grids;
+        pass rlan.model.canvas.batch_canvas_sides(batch) to encode them as forward does."""
+        canvases = None
+        if self.config.canvas_sides is not None:
+            sides = sample_sides(support_inputs, support_outputs) if sides is None else sides
+            canvases = canvas_for(sides, self.config.canvas_sides)
+        return self.context_encoder(support_inputs, support_outputs, support_mask, canvases)
 
     def forward(
         self,
@@ -55,11 +66,14 @@ class RLAN(nn.Module):
         query_inputs: torch.Tensor,
         stages: ModelStages = DEFAULT_STAGES,
     ) -> RLANOutput:
-        support_maps = self.encode_support(support_inputs, support_outputs, support_mask)
+        sides = None
+        if self.config.canvas_sides is not None:
+            sides = sample_sides(support_inputs, support_outputs, query_inputs)
+        support_maps = self.encode_support(support_inputs, support_outputs, support_mask, sides)
         lora = None
         if stages.hyperlora and self.hyper_lora is not None:
             lora = self.hyper_lora(support_maps, support_mask, stages.delta_scale)
-        return self.forward_with_lora(query_inputs, support_maps, support_mask, lora, stages)
+        return self.forward_with_lora(query_inputs, support_maps, support_mask, lora, stages, sides)
 
     def aggregate_clues(self, features, centroids, attention, stop_logits, query_inputs) -> torch.Tensor:
         """MSRE clue features, weighted and summed over clues by the solver (B, D, H, W)."""
@@ -73,13 +87,44 @@ class RLAN(nn.Module):
         support_mask: torch.Tensor,
         lora: LoraDeltas | None,
         stages: ModelStages = DEFAULT_STAGES,
+        sides: torch.Tensor | None = None,
     ) -> RLANOutput:
         """Predict query_inputs from given support maps and deltas (LOO holds a pair out via support_mask).
 
         Unlike the original's forward_with_lora, it takes the same staged path as forward (injection,
-        DSC context, temperature), so the held-out prediction is made the way the main one is.
+        DSC context, temperature), so the held-out prediction is made the way the main one is. With
+        model.canvas_sides each sample is predicted on its own canvas, chosen from `sides` (B,; by default
+        the query grid's side), and the outputs come back on the batch's canvas, zero past each canvas.
         """
-        assert query_inputs.shape[-1] <= MAX_GRID_SIDE, f"canvas side {query_inputs.shape[-1]} > 30"
+        side = query_inputs.shape[-1]
+        assert side <= MAX_GRID_SIDE, f"canvas side {side} > 30"
+        if self.config.canvas_sides is None:
+            return self.predict(query_inputs, support_maps, support_mask, lora, stages)
+        sides = sample_sides(query_inputs) if sides is None else sides.to(query_inputs.device)
+        groups = canvas_groups(canvas_for(sides, self.config.canvas_sides))
+        if len(groups) == 1 and groups[0].side == side:
+            return self.predict(query_inputs, support_maps, support_mask, lora, stages)
+        parts = [
+            self.predict(
+                fit_canvas(query_inputs[g.index], g.side, PAD),
+                support_maps[g.index],
+                support_mask[g.index],
+                None if lora is None else lora.rows(g.index),
+                stages,
+            )
+            for g in groups
+        ]
+        return merge_canvas_groups(parts, groups, side, support_maps, support_mask, lora)
+
+    def predict(
+        self,
+        query_inputs: torch.Tensor,
+        support_maps: torch.Tensor,
+        support_mask: torch.Tensor,
+        lora: LoraDeltas | None,
+        stages: ModelStages,
+    ) -> RLANOutput:
+        """The prediction of forward_with_lora on the canvas it is given."""
         features = self.feature_proj(self.encoder(query_inputs))
         context = support_context(support_maps, support_mask)
         if stages.cross_attention and self.cross_injector is not None:
@@ -109,3 +154,40 @@ class RLAN(nn.Module):
             lora=lora,
             extras={"context": context},
         )
+
+
+def merge_canvas_groups(
+    parts: list[RLANOutput],
+    groups: list[CanvasGroup],
+    side: int,
+    support_maps: torch.Tensor,
+    support_mask: torch.Tensor,
+    lora: LoraDeltas | None,
+) -> RLANOutput:
+    """The outputs of each canvas group back on the batch's side x side canvas, in batch order.
+
+    Maps are cropped to it, or zero past a group's canvas (the losses and decoding read only each
+    sample's own S x S); centroids are rescaled from the group's canvas units to the batch's.
+    """
+    inverse = torch.argsort(torch.cat([g.index for g in groups]))
+
+    def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(tensors).index_select(0, inverse)
+
+    def maps(get) -> torch.Tensor:
+        return joined([fit_canvas(get(p), side) for p in parts])
+
+    to_batch_units = [max(g.side - 1, 1) / max(side - 1, 1) for g in groups]
+    all_logits = [maps(lambda p, t=t: p.all_logits[t]) for t in range(len(parts[0].all_logits))]
+    return RLANOutput(
+        logits=all_logits[-1],
+        all_logits=all_logits,
+        attention_maps=maps(lambda p: p.attention_maps),
+        centroids=joined([p.centroids * scale for p, scale in zip(parts, to_batch_units, strict=True)]),
+        stop_logits=joined([p.stop_logits for p in parts]),
+        clues_used=joined([p.clues_used for p in parts]),
+        confidences=joined([p.confidences for p in parts]),
+        support_maps=support_maps,
+        lora=lora,
+        extras={"context": support_context(support_maps, support_mask)},
+    )

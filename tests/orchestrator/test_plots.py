@@ -131,3 +131,4 @@ def test_the_attention_figure_marks_each_clue_at_its_attention_s_centre():
         marker = ax.lines[0]
         assert marker.get_ydata()[0] == pytest.approx((heat * rows).sum() / heat.sum(), abs=1e-4)
         assert marker.get_xdata()[0] == pytest.approx((heat * cols).sum() / heat.sum(), abs=1e-4)
+    plt.close(fig)  # pyplot's figure list is global: later tests check it is empty

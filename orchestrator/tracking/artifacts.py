@@ -117,25 +117,48 @@ def local_checkpoint(checkpoint: str, storage: str = ""):
         yield folder
 
 
-def newest_checkpoint(folder: str) -> str | None:
-    """The newest checkpoint_* folder of a Train run (Ray names them by time; PBT's checkpoint_final sorts
-    last), local or on cloud storage; None when there is none."""
+def checkpoint_folders(folder: str) -> list[str]:
+    """The checkpoint_* folders of a Train run, oldest first (Ray names them by time; PBT's checkpoint_final
+    sorts last), local or on cloud storage; [] when there is none."""
     if "://" not in folder:
-        found = sorted(p for p in Path(folder).glob("checkpoint_*") if p.is_dir())
-        return str(found[-1]) if found else None
+        return [str(p) for p in sorted(Path(folder).glob("checkpoint_*")) if p.is_dir()]
     import pyarrow.fs
 
     filesystem, path = pyarrow.fs.FileSystem.from_uri(folder)
     try:
         infos = filesystem.get_file_info(pyarrow.fs.FileSelector(path))
     except (FileNotFoundError, OSError):
-        return None
+        return []
     names = sorted(
         i.base_name
         for i in infos
         if i.type == pyarrow.fs.FileType.Directory and i.base_name.startswith("checkpoint_")
     )
-    return f"{folder}/{names[-1]}" if names else None
+    return [f"{folder}/{name}" for name in names]
+
+
+def newest_checkpoint(folder: str) -> str | None:
+    """The newest checkpoint_* folder of a Train run; None when there is none."""
+    found = checkpoint_folders(folder)
+    return found[-1] if found else None
+
+
+def checkpointed_metrics(folder: str, epochs: range, storage: str = "") -> dict[int, dict[str, float]]:
+    """{epoch: metrics} of the epochs in `epochs` that a Train run's kept checkpoints hold (each keeps the
+    metrics of the epoch it ends, `last_metrics`). Read when a trial's driver died between Train keeping
+    a checkpoint and Tune receiving its epoch: the report is gone, the checkpoint is not."""
+    from rlan.checkpoint import load_checkpoint
+
+    found: dict[int, dict[str, float]] = {}
+    for checkpoint in reversed(checkpoint_folders(folder)):
+        with local_checkpoint(checkpoint, storage) as local:
+            saved = load_checkpoint(local)
+        epoch, metrics = int(saved["epoch"]), saved.get("last_metrics") or {}
+        if epoch in epochs and metrics:
+            found[epoch] = metrics
+        if epoch < epochs.start:  # older ones end earlier epochs still
+            break
+    return found
 
 
 def log_plot_folder(logger: RunLogger, checkpoint_dir: str | None) -> None:

@@ -22,7 +22,8 @@ MLflow outages (a tracking server restarted or briefly unreachable; docs/reliabi
   - The buffer holds at most RLAN_MLFLOW_BUFFER_METRICS metrics (default 100000). Past that the oldest batches are
     dropped and their steps are written, once MLflow answers again, as the tag `rlan.metrics_gap` ("3-5,9").
     Callers that see an epoch missing for another reason (a trial driver that died between Train registering a
-    checkpoint and Tune receiving that epoch) record it with `note_gap`, in the same tag.
+    checkpoint and Tune receiving that epoch, when no kept checkpoint holds its metrics) record it with
+    `note_gap`, in the same tag.
   - A metric batch still buffered when the process dies is lost (the tag cannot be written then either)."""
 
 from __future__ import annotations

@@ -219,6 +219,37 @@ def test_an_epoch_that_never_reached_tune_is_reported_as_a_gap(store):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "score")] == [1, 3]
 
 
+def test_an_epoch_whose_report_died_after_its_checkpoint_is_recovered_from_that_checkpoint(store, tmp_path):
+    # The driver was killed after Train kept epoch 2's checkpoint but before Tune had epoch 2's report;
+    # `rlan resume` continues at epoch 3. The checkpoint holds epoch 2's metrics: MLflow gets them, no gap.
+    import torch
+
+    train = tmp_path / "train" / "trial-t4"
+    for index, epoch in enumerate((1, 2, 3)):
+        folder = train / f"checkpoint_2026-12-04_03-40-0{index}.{index}"
+        folder.mkdir(parents=True)
+        metrics = {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0 / epoch}
+        state = {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "last_metrics": metrics}
+        torch.save(state, folder / "checkpoint.pt")
+    callback = _callback(store)
+    callback.train_root = str(tmp_path / "train")
+    trial = SimpleNamespace(trial_id="t4", config={})
+    callback.on_trial_start(0, [], trial)
+    for epoch in (1, 3):
+        callback.on_trial_result(
+            0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
+        )
+    callback.on_trial_complete(0, [], trial)
+    callback.wait_idle()
+    client = MlflowClient(store)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't4'"
+    )
+    history = client.get_metric_history(run.info.run_id, "score")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert GAP_TAG not in run.data.tags
+
+
 def test_the_sweep_callback_goes_on_when_mlflow_stays_down(store, monkeypatch, capsys):
     callback = _callback(store)
     trial = SimpleNamespace(trial_id="t2", config={})

@@ -286,7 +286,7 @@ def test_a_killed_driver_resumes_with_no_duplicate_runs_or_steps(tmp_path):
         str(ROOT / "search_spaces/quick.yaml"),
         *overrides,
         "--trials",
-        "3",
+        "2",
         "--concurrency",
         "1",
         "--scheduler",
@@ -302,16 +302,18 @@ def test_a_killed_driver_resumes_with_no_duplicate_runs_or_steps(tmp_path):
     deadline = time.monotonic() + 300
     try:
         # Wait (on the file system, not MLflow: a second process touching a fresh SQLite store races its
-        # schema migration) until trial 1 has checkpoints and trial 2 has started, then kill everything.
+        # schema migration) until trial 1 has its first checkpoint, then kill everything: trial 1 resumes
+        # from it, trial 2 has not started. The kill lands in the window between Train keeping a
+        # checkpoint and Tune (and MLflow) receiving its epoch: the epoch comes back from the checkpoint.
         train_runs = tmp_path / "ray_results/kill-me/train"
         while time.monotonic() < deadline:
             runs = list(train_runs.glob("trial-*")) if train_runs.exists() else []
-            if len(runs) >= 2 and any(list(r.glob("checkpoint_*")) for r in runs):
+            if any(list(r.glob("checkpoint_*")) for r in runs):
                 break
             assert sweep.poll() is None, sweep.stdout.read()
             time.sleep(0.5)
         else:
-            pytest.fail("the sweep never reached its second trial")
+            pytest.fail("the sweep never checkpointed its first trial")
     finally:
         os.killpg(sweep.pid, signal.SIGKILL)
         sweep.wait()
@@ -325,11 +327,11 @@ def test_a_killed_driver_resumes_with_no_duplicate_runs_or_steps(tmp_path):
     assert sorted(r.data.tags["rlan.trial_id"] for r in children) == sorted(
         {r.data.tags["rlan.trial_id"] for r in children}
     )
-    assert len(children) == 3
+    assert len(children) == 2
     for run in children:
         steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
         assert steps == [1, 2, 3], steps
-        assert run.info.status == "FINISHED"
+        assert run.info.status == "FINISHED" and "rlan.metrics_gap" not in run.data.tags
         assert math.isfinite(run.data.metrics["score"])
     state = json.loads((tmp_path / "ray_results/kill-me/rlan_sweep.json").read_text())
     assert state["settings"]["parent_run_id"] == parents[0].info.run_id

@@ -71,18 +71,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def full_canvas_shape(hidden: int, canvas: str) -> Shape:
-    """The 30x30 rows measure the step on a full 30x30 canvas, so their model computes every sample on the
-    batch's canvas: by default it would compute each on its own (rlan/model/canvas.py), as --vs-original shows."""
-    return Shape(hidden=hidden, canvas=canvas, batch_canvas=canvas == "fixed")
-
-
 def run_cpu(args: argparse.Namespace, results: dict) -> None:
     results["matmul_fp32_gflops"] = matmul_rate(repeats=3 if args.quick else 7)
     for hidden in args.hidden:
         for canvas in args.canvas:
             batches = args.batches if canvas == "bucketed" else args.fixed_batches
-            shape = full_canvas_shape(hidden, canvas)
+            shape = Shape.row(hidden, canvas)
             row = run_isolated(shape, batches, args.repeats, not args.no_inference, True, args.timeout)
             results["train"].append(row)
             print(report.train_table([row], results["matmul_fp32_gflops"]["median"])[-1], flush=True)
@@ -105,7 +99,7 @@ def measure_variants(args: argparse.Namespace) -> list[dict]:
     rows = []
     for hidden in args.hidden:
         for canvas in args.canvas:
-            shape = full_canvas_shape(hidden, canvas)
+            shape = Shape.row(hidden, canvas)
             batches = args.batches if canvas == "bucketed" else args.fixed_batches
             for name in VARIANTS:
                 child_args = shape_args(shape, batches, args.repeats) + ["--variant", name]

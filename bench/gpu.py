@@ -66,9 +66,7 @@ def measure(
         "rows": [],
     }
     for canvas in canvases:
-        shape = Shape(
-            hidden=hidden, batch=batch, canvas=canvas, batch_canvas=canvas == "fixed"
-        )  # a full 30x30
+        shape = Shape.row(hidden, canvas, batch=batch)
         try:
             row = _row(shape, device, batches, repeats, result["bf16_matmul_tflops"]["median"])
         except (RuntimeError, torch.cuda.OutOfMemoryError) as exc:  # one bad row must not lose the rest

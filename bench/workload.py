@@ -34,6 +34,13 @@ class Shape:
     # on a canvas of its own, rlan/model/canvas.py)
     batch_canvas: bool = False
 
+    @classmethod
+    def row(cls, hidden: int, canvas: str, **fields) -> Shape:
+        """A benchmark table's row: its 30x30 rows measure the step on a full 30x30 canvas, so their model
+        computes every sample on the batch's canvas (by default it would compute each on its own,
+        rlan/model/canvas.py, as --vs-original shows)."""
+        return cls(hidden=hidden, canvas=canvas, batch_canvas=canvas == "fixed", **fields)
+
     @property
     def label(self) -> str:
         return f"h{self.hidden} {'30x30' if self.canvas == 'fixed' else 'bucketed'}"

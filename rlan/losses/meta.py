@@ -24,7 +24,6 @@ from rlan.losses.d4 import (
     unpermute_class_axis,
 )
 from rlan.losses.views import batch_sides, predicted_sizes, transform_batch_inputs, view_grids
-from rlan.model.canvas import batch_canvas_sides
 from rlan.model.output import LoraDeltas, ModelStages
 
 LORA_TARGETS = ("gru_reset", "gru_update", "gru_candidate", "output_head")
@@ -89,7 +88,7 @@ def loo_loss(
     if count == 0:
         return _grad_safe_zero(model), {"loo_loss": 0.0, "loo_accuracy": 0.0, "loo_num_holdouts": 0}
 
-    sides = batch_canvas_sides(batch)  # each sample's own canvas, as the forward uses
+    sides = batch_sides(batch)  # each sample's own side, as the forward finds it
     with torch.set_grad_enabled(torch.is_grad_enabled() and not detach_support):
         support_maps = model.encode_support(support_inputs, support_outputs, support_mask, sides)
     rows = torch.arange(count, device=sample.device)
@@ -227,10 +226,10 @@ class AugmentationEquivarianceLoss:
         self.pooling = pooling
         self.augment = augment
 
-    def _grid_context(self, model, inputs, outputs, mask, sides, model_sides) -> torch.Tensor:
+    def _grid_context(self, model, inputs, outputs, mask, sides) -> torch.Tensor:
         def context(k: int) -> torch.Tensor:
             views = view_grids(inputs, k, sides), view_grids(outputs, k, sides)
-            maps = model.encode_support(*views, mask, model_sides)
+            maps = model.encode_support(*views, mask, sides)  # a D4 view keeps each sample's side
             return model.hyper_lora.pool_context_simple(maps, mask)
 
         if self.pooling == "simple":
@@ -246,12 +245,11 @@ class AugmentationEquivarianceLoss:
         inputs, outputs = batch["support_inputs"], batch["support_outputs"]
         mask = batch["support_mask"].bool()
         sides = batch_sides(batch)
-        model_sides = batch_canvas_sides(batch)  # a D4 view keeps each sample's side
         with torch.no_grad():
             if self.augment == "grids":
-                context = self._grid_context(model, inputs, outputs, mask, sides, model_sides)
+                context = self._grid_context(model, inputs, outputs, mask, sides)
             else:
-                maps = model.encode_support(inputs, outputs, mask, model_sides)
+                maps = model.encode_support(inputs, outputs, mask, sides)
                 context = pool(maps, mask)
             original = model.hyper_lora.compute_deltas(context, stages.delta_scale)
 
@@ -260,7 +258,7 @@ class AugmentationEquivarianceLoss:
             if self.augment == "grids":
                 aug_inputs = view_grids(inputs, transform, sides)
                 aug_outputs = view_grids(outputs, transform, sides)
-                aug_context = self._grid_context(model, aug_inputs, aug_outputs, mask, sides, model_sides)
+                aug_context = self._grid_context(model, aug_inputs, aug_outputs, mask, sides)
             else:
                 aug_context = pool(apply_d4(maps, transform), mask)
             augmented = model.hyper_lora.compute_deltas(aug_context, stages.delta_scale)

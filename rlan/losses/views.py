@@ -7,14 +7,14 @@ import torch
 
 from rlan.data.constants import OUTSIDE, PAD
 from rlan.losses.d4 import anchored_d4, permute_colors
+from rlan.model.canvas import sample_sides
 
 
 def batch_sides(batch: dict) -> torch.Tensor:
-    """(B,) each sample's canvas S (the whole batch canvas when the batch does not say)."""
+    """(B,) each sample's side S: the batch's `canvas_sizes`, else read off its grids (as RLAN.forward does)."""
     sizes = batch.get("canvas_sizes")
     if sizes is None:
-        b, side = batch["query_inputs"].shape[0], batch["query_inputs"].shape[-1]
-        return torch.full((b,), side, dtype=torch.long, device=batch["query_inputs"].device)
+        return sample_sides(*(batch[k] for k in ("support_inputs", "support_outputs", "query_inputs")))
     return sizes.to(batch["query_inputs"].device)
 
 

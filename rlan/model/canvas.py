@@ -41,11 +41,6 @@ def sample_sides(*grids: torch.Tensor) -> torch.Tensor:
     return side.clamp_min(1)
 
 
-def batch_canvas_sides(batch: dict) -> torch.Tensor:
-    """(B,) the sample sides RLAN.forward finds in a collated batch, for losses that call its parts."""
-    return sample_sides(*(batch[k] for k in ("support_inputs", "support_outputs", "query_inputs")))
-
-
 def canvas_for(sides: torch.Tensor, canvas_sides: Sequence[int]) -> torch.Tensor:
     """(B,) each sample's canvas: the smallest of canvas_sides >= its side, its own side past the last."""
     listed = torch.tensor(canvas_sides, device=sides.device, dtype=sides.dtype)

@@ -37,11 +37,12 @@ class LoraDeltas:
 
     def rows(self, index: torch.Tensor) -> LoraDeltas:
         """The deltas of the samples at `index` (the scalars, batch figures, stay as they are)."""
-        pick = lambda t: t.index_select(0, index)  # noqa: E731
         factors = None
         if self.factors is not None:
-            factors = {k: (pick(a), pick(b)) for k, (a, b) in self.factors.items()}
-        per_sample = {f: pick(getattr(self, f)) for f in PER_SAMPLE_DELTA_FIELDS}
+            factors = {
+                k: (a.index_select(0, index), b.index_select(0, index)) for k, (a, b) in self.factors.items()
+            }
+        per_sample = {f: getattr(self, f).index_select(0, index) for f in PER_SAMPLE_DELTA_FIELDS}
         return LoraDeltas(**per_sample, reg_loss=self.reg_loss, norm=self.norm, factors=factors)
 
 

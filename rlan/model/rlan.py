@@ -51,7 +51,7 @@ class RLAN(nn.Module):
     ) -> torch.Tensor:
         """Support maps S (B, N, D, s, s), zero in padded slots. With model.canvas_sides each sample's pairs
         are encoded on its own canvas, chosen from `sides` (B,), by default the side of its support grids;
-        pass rlan.model.canvas.batch_canvas_sides(batch) to encode them as forward does."""
+        pass rlan.losses.views.batch_sides(batch) to encode them as forward does."""
         canvases = None
         if self.config.canvas_sides is not None:
             sides = sample_sides(support_inputs, support_outputs) if sides is None else sides

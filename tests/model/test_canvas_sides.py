@@ -11,8 +11,9 @@ from rlan.data import collate_samples, load_tasks
 from rlan.data.constants import PAD
 from rlan.data.dataset import QuerySpec
 from rlan.losses.meta import loo_loss
+from rlan.losses.views import batch_sides
 from rlan.model import ModelStages, run_on_batch
-from rlan.model.canvas import batch_canvas_sides, canvas_for, canvas_groups, fit_canvas, sample_sides
+from rlan.model.canvas import canvas_for, canvas_groups, fit_canvas, sample_sides
 from tests.model.model_batches import small_model
 
 STAGES = ModelStages(delta_scale=0.05)
@@ -38,7 +39,8 @@ def alone(batch: dict, i: int) -> dict:
 
 def test_sample_sides_are_the_collated_canvas_sizes(mixed_batch):
     assert len(set(mixed_batch["canvas_sizes"].tolist())) >= 4  # the tests need mixed sizes
-    assert torch.equal(batch_canvas_sides(mixed_batch), mixed_batch["canvas_sizes"])
+    unsized = {k: v for k, v in mixed_batch.items() if k != "canvas_sizes"}
+    assert torch.equal(batch_sides(unsized), mixed_batch["canvas_sizes"])  # read off the grids
     assert sample_sides(torch.full((2, 3, 3), PAD)).tolist() == [1, 1]  # an all-PAD canvas has a cell
 
 
@@ -119,7 +121,7 @@ def test_loo_encodes_the_support_as_the_forward_does(mixed_batch):
         forward_maps = run_on_batch(model, mixed_batch, STAGES).support_maps
         maps = model.encode_support(
             *(mixed_batch[k] for k in ("support_inputs", "support_outputs", "support_mask")),
-            batch_canvas_sides(mixed_batch),
+            batch_sides(mixed_batch),
         )
         loss, info = loo_loss(model, mixed_batch, STAGES)
     assert torch.allclose(maps, forward_maps, atol=1e-6)

@@ -88,9 +88,17 @@ def main(argv: list[str] | None = None) -> None:
         action="store_true",
         help="model.canvas_sides=null: every sample on the batch's canvas, as the original computes",
     )
+    p.add_argument(
+        "--canvas-sides",
+        type=lambda text: tuple(int(s) for s in text.split(",")),
+        default=(),
+        help="model.canvas_sides instead of the default, e.g. 10,20,30",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    shape = Shape(hidden=args.hidden, batch=args.batch, canvas="fixed", batch_canvas=args.batch_canvas)
+    shape = Shape(
+        args.hidden, batch=args.batch, canvas="fixed", batch_canvas=args.batch_canvas, sides=args.canvas_sides
+    )
     print(json.dumps(measure(shape, args.canvas, args.warmup, args.steps, args.seed)))
 
 

@@ -33,6 +33,7 @@ class Shape:
     # model.canvas_sides=null: every sample computed on its batch's canvas, as the original (default: each
     # on a canvas of its own, rlan/model/canvas.py)
     batch_canvas: bool = False
+    sides: tuple[int, ...] = ()  # model.canvas_sides to use instead of the default (with batch_canvas off)
 
     @classmethod
     def row(cls, hidden: int, canvas: str, **fields) -> Shape:
@@ -128,8 +129,8 @@ def build_model(shape: Shape, device: torch.device | str = "cpu") -> RLAN:
         max_clues=shape.clues,
         num_solver_steps=shape.steps,
     )
-    if shape.batch_canvas:
-        config = config.model_copy(update={"canvas_sides": None})
+    if shape.batch_canvas or shape.sides:
+        config = config.model_copy(update={"canvas_sides": list(shape.sides) or None})
     return RLAN(config).to(device)
 
 

@@ -63,3 +63,5 @@ def test_our_side_reports_the_canvas_each_sample_is_computed_on():
     assert whole["computed_sides"] == [[30, 30, 30]]
     assert vs_original.rms_side(whole["computed_sides"]) == 30
     assert vs_original.rms_side(own["computed_sides"]) < 30
+    coarse = measure(Shape(hidden=16, clues=2, steps=2, batch=3, sides=(30,)), "fixed", 0, 1, 0)
+    assert coarse["model_canvas_sides"] == [30] and coarse["computed_sides"] == [[30, 30, 30]]

@@ -45,13 +45,22 @@ def load_checkpoint(directory: str | Path) -> dict[str, Any]:
     return state
 
 
+# Model settings that decide how the weights are applied, not which weights there are: a checkpoint fits
+# a model that differs only in these (e.g. one saved before per-sample canvases, run with canvas_sides null).
+WEIGHT_FREE_KEYS = {"canvas_sides"}
+
+
 def check_compatible(state: dict[str, Any], model_config, where: str) -> None:
     """A checkpoint fits only a model built from the same model section (sizes and switches)."""
     from rlan.config import config_from_dict  # local: config imports nothing from here, keep it that way
 
     saved = config_from_dict(state["config"], where).model
-    if saved != model_config:
-        changed = sorted(k for k, v in saved.model_dump().items() if getattr(model_config, k) != v)
+    changed = sorted(
+        k
+        for k, v in saved.model_dump().items()
+        if k not in WEIGHT_FREE_KEYS and getattr(model_config, k) != v
+    )
+    if changed:
         raise CheckpointError(
             f"{where}: saved with another model config (differs in model.{changed[0]}: "
             f"{getattr(saved, changed[0])!r} there, {getattr(model_config, changed[0])!r} here)"

@@ -126,3 +126,13 @@ def test_loo_encodes_the_support_as_the_forward_does(mixed_batch):
         loss, info = loo_loss(model, mixed_batch, STAGES)
     assert torch.allclose(maps, forward_maps, atol=1e-6)
     assert info["loo_num_holdouts"] > 0 and torch.isfinite(loss)
+
+
+def test_a_checkpoint_fits_a_model_that_only_computes_on_other_canvases():
+    from rlan.checkpoint import CheckpointError, check_compatible
+    from rlan.config import RunConfig
+
+    saved = {"config": RunConfig().to_dict()}  # the default canvas sides
+    check_compatible(saved, ModelConfig(canvas_sides=None), "ckpt")  # the same weights: accepted
+    with pytest.raises(CheckpointError, match="model.hidden_dim"):
+        check_compatible(saved, ModelConfig(hidden_dim=64), "ckpt")

@@ -40,6 +40,7 @@ VARIANTS: dict[str, list[tuple[str, str, object]]] = {
     "dense LoRA deltas": [
         ("rlan.model.solver", "lora_terms", lambda lora, target: (getattr(lora, target, None), None))
     ],
+    "every step's logits": [("rlan.model.solver", "RecursiveSolver.all_step_logits", True)],
     "a graph for every step's logits": [("rlan.model.solver", "RecursiveSolver.intermediate_grad", True)],
 }
 

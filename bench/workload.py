@@ -16,7 +16,7 @@ from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, l
 from rlan.data.constants import MAX_GRID_SIDE, OUTSIDE, PAD
 from rlan.losses import RLANLoss
 from rlan.model import RLAN, ModelStages, run_on_batch
-from rlan.train_state import param_groups
+from rlan.train_state import make_optimizer
 
 # Every staged module on, LoRA deltas at the stable_dev scale: the most expensive (and final) stage.
 STAGES = ModelStages(delta_scale=0.05)
@@ -142,10 +142,7 @@ class TrainStep:
         self.model = model.train()
         self.loss_fn = RLANLoss(t)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        fused = next(model.parameters()).device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(
-            param_groups(model, t.weight_decay), lr=t.learning_rate, betas=(t.beta1, t.beta2), fused=fused
-        )
+        self.optimizer = make_optimizer(model, t, next(model.parameters()).device)
         self.clip = t.gradient_clip
         self.amp_dtype = amp_dtype
 

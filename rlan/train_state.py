@@ -24,7 +24,7 @@ from rlan.checkpoint import (
     rng_state,
     save_checkpoint,
 )
-from rlan.config import RunConfig
+from rlan.config import RunConfig, TrainingConfig
 from rlan.data import ArcTrainingDataset, make_train_loader, training_tasks
 from rlan.epoch_cost import EpochCost
 from rlan.evaluation_sets import EvaluationSets
@@ -81,6 +81,17 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
+def make_optimizer(model: nn.Module, t: TrainingConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over param_groups. Fused on CPU as on CUDA: one kernel per tensor instead of a dozen small ops
+    each, 9.7 -> 2.9 ms per step at hidden 128 on 2 cores (docs/performance.md); same update rule."""
+    return torch.optim.AdamW(
+        param_groups(model, t.weight_decay),
+        lr=t.learning_rate,
+        betas=(t.beta1, t.beta2),
+        fused=device.type in ("cuda", "cpu"),
+    )
+
+
 def build(
     config: RunConfig,
     *,
@@ -95,12 +106,7 @@ def build(
     device = device or resolve_device(config)
     torch.manual_seed(t.seed)
     core = RLAN(config.model).to(device)
-    optimizer = torch.optim.AdamW(
-        param_groups(core, t.weight_decay),
-        lr=t.learning_rate,
-        betas=(t.beta1, t.beta2),
-        fused=device.type == "cuda",
-    )
+    optimizer = make_optimizer(core, t, device)
     dataset = ArcTrainingDataset(
         training_tasks(config), d.samples_per_task, t.seed, d.color_permutation_prob, d.dihedral_augment,
         d.holdout_test_pairs,

@@ -52,8 +52,8 @@ PER_SAMPLE_DELTA_FIELDS = ("gru_reset", "gru_update", "gru_candidate", "output_h
 @dataclass
 class RLANOutput:
     logits: torch.Tensor  # (B, 11, H, W) final step
-    all_logits: list[torch.Tensor]  # T tensors, (B, 11, H, W); only the last has a graph, unless
-    # RecursiveSolver.intermediate_grad is set (the losses use the last step only)
+    all_logits: list[torch.Tensor]  # [logits]; T tensors (B, 11, H, W) with RecursiveSolver.all_step_logits,
+    # where only the last has a graph unless RecursiveSolver.intermediate_grad is set (the losses read the last)
     attention_maps: torch.Tensor  # (B, K, H, W), sums to 1 over valid pixels
     centroids: torch.Tensor  # (B, K, 2) in [0, 1] canvas units (row, col)
     stop_logits: torch.Tensor  # (B, K) raw logits (squashed only if model.stop_logit_squash)

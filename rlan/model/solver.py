@@ -150,8 +150,10 @@ class SolverCrossAttention(nn.Module):
 
 class RecursiveSolver(nn.Module):
     # The losses read the last step's logits only (deep supervision is off, reference 4.6), so the
-    # earlier steps' logits are computed without a graph: their output-head backward (and activations)
-    # would be spent on a zero gradient. Set True to train on all_logits (e.g. deep supervision).
+    # output head runs on the last step only: on the T - 1 earlier ones it was 7% of the forward's FLOPs
+    # spent on logits nothing read. all_step_logits computes every step's (all_logits, e.g. to look at how
+    # the answer forms), without a graph; intermediate_grad also gives them one, to train on them.
+    all_step_logits: bool = False
     intermediate_grad: bool = False
 
     def __init__(self, config: ModelConfig):
@@ -186,8 +188,8 @@ class RecursiveSolver(nn.Module):
         support: tuple[torch.Tensor, torch.Tensor] | None = None,
         lora: LoraDeltas | None = None,
     ) -> list[torch.Tensor]:
-        """Logits (B, NUM_CLASSES, H, W) of every step from the aggregated clues (aggregate_clues);
-        support = (S, mask) turns on cross-attention."""
+        """Logits (B, NUM_CLASSES, H, W) of the last step, or of every step (all_step_logits), from the
+        aggregated clues (aggregate_clues); support = (S, mask) turns on cross-attention."""
         embedded = self.input_embed(query_inputs).permute(0, 3, 1, 2)
         # One dropout mask for all steps (as in variational RNN dropout), so z's conv terms are reused.
         z = self.drop(torch.cat([agg, embedded], dim=1)).contiguous(memory_format=torch.channels_last)
@@ -208,7 +210,10 @@ class RecursiveSolver(nn.Module):
                 first = h
             else:
                 h = mix(h, first, residual_weight(t))  # (1 - rho) h + rho h0
-            graph = torch.is_grad_enabled() and (self.intermediate_grad or t == self.num_steps - 1)
+            last = t == self.num_steps - 1
+            if not (last or self.all_step_logits or self.intermediate_grad):
+                continue
+            graph = torch.is_grad_enabled() and (self.intermediate_grad or last)
             with torch.set_grad_enabled(graph):
                 out = apply_lora(h, *lora_terms(lora, "output_head"))
                 logits.append(soft_clamp(self.head(out), *self.logit_clamp))

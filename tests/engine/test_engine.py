@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -9,6 +10,7 @@ from rlan.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rlan.diagnostics import EPOCH_LINE_KEYS, METRICS
 from rlan.losses import RLANLoss
 from rlan.schedule import stages_at
+from rlan.train_state import param_groups
 from tests.conftest import tiny
 
 
@@ -215,3 +217,20 @@ def test_parameter_groups_do_not_decay_norms_biases_or_tables():
         p.numel() for p in state.core.parameters()
     )
     assert np.isfinite(state.steps_per_epoch)
+
+
+def test_optimizer_is_fused_adamw_and_updates_like_the_plain_one():
+    """Fused AdamW is a speed choice (rlan/train_state.make_optimizer): the same step as the per-op AdamW."""
+    state = engine.build(tiny())
+    assert all(g["fused"] for g in state.optimizer.param_groups)
+    plain = copy.deepcopy(state.core)
+    reference = torch.optim.AdamW(param_groups(plain, 0.01), lr=1e-3, fused=False, foreach=False)
+    fused = torch.optim.AdamW(param_groups(state.core, 0.01), lr=1e-3, fused=True)
+    for step in range(3):
+        for opt, model in ((reference, plain), (fused, state.core)):
+            torch.manual_seed(step)
+            for p in model.parameters():
+                p.grad = torch.randn_like(p)
+            opt.step()
+    for a, b in zip(plain.parameters(), state.core.parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)

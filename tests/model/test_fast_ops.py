@@ -169,10 +169,15 @@ def test_recomputation_gives_the_same_gradients_with_dropout_on(monkeypatch):
 def test_intermediate_logits_have_the_same_values_and_no_graph(monkeypatch):
     model = small_model().eval()
     batch = random_batch(2, 2, 6)
+    t = model.config.num_solver_steps
     with torch.enable_grad():
+        last = model(*batch)
+        monkeypatch.setattr(type(model.solver), "all_step_logits", True)
         out = model(*batch)
         monkeypatch.setattr(type(model.solver), "intermediate_grad", True)
         full = model(*batch)
+    assert len(last.all_logits) == 1 and len(out.all_logits) == len(full.all_logits) == t
+    torch.testing.assert_close(last.logits, out.logits)  # skipping the earlier heads changes nothing
     assert all(not x.requires_grad for x in out.all_logits[:-1]) and out.logits.requires_grad
     assert all(x.requires_grad for x in full.all_logits)
     for a, b in zip(out.all_logits, full.all_logits):

@@ -16,8 +16,7 @@ def test_output_shapes_for_canvas_sizes_and_pair_counts(side, pairs):
     b, k, t, d = 2, 3, 2, 32
     out = model(*random_batch(b, pairs, side))
     assert out.logits.shape == (b, NUM_CLASSES, side, side)
-    assert len(out.all_logits) == t and all(x.shape == (b, NUM_CLASSES, side, side) for x in out.all_logits)
-    assert out.logits is out.all_logits[-1]
+    assert len(out.all_logits) == 1 and out.logits is out.all_logits[-1]  # the head runs on the last step
     assert out.attention_maps.shape == (b, k, side, side)
     assert out.centroids.shape == (b, k, 2)
     assert out.stop_logits.shape == out.confidences.shape == (b, k)

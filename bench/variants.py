@@ -18,7 +18,7 @@ from bench.train import measure, parse_shape, shape_parser
 
 
 def _torch_mask(shape, p: float, device) -> tuple[torch.Tensor, float]:
-    return torch.rand(shape, device=device) < p, 1.0 / (1.0 - p)
+    return (torch.rand(shape, device=device) >= p).to(torch.uint8), 1.0 / (1.0 - p)
 
 
 def _call(fn, *args, random: bool = False):
@@ -30,7 +30,7 @@ VARIANTS: dict[str, list[tuple[str, str, object]]] = {
     "all optimisations": [],
     "torch's dropout masks": [
         ("rlan.model.dropout", "dropout", lambda x, p, training: F.dropout(x, p, training)),
-        ("rlan.model.fused", "drop_mask", _torch_mask),
+        ("rlan.model.fused", "keep_mask", _torch_mask),
     ],
     "autograd's backwards (no fused ops)": [("rlan.model.fused", "_plain", lambda x: True)],
     "no recomputation": [

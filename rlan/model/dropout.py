@@ -20,30 +20,33 @@ import torch.nn.functional as F
 _LEVELS = 1 << 16
 
 
-def drop_mask(
+def keep_mask(
     shape: torch.Size | tuple[int, ...], p: float, device: torch.device
 ) -> tuple[torch.Tensor, float]:
-    """A bool mask of `shape`, True where an element is dropped, and the scale of the kept elements."""
+    """A uint8 mask of `shape`, 1 where an element is kept and 0 where it is dropped, and the scale of the
+    kept elements. uint8 rather than bool: a float map times a uint8 mask is a vectorised multiply on the
+    CPU, where masked_fill or where with a bool mask took 8-10x as long (0.07 against 0.6 ms for one
+    (1, 4, 900, 192) attention map here)."""
     n = math.prod(shape)
     cut = round(p * _LEVELS)  # P(drop) = cut / 2^16
     words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
-    drop = words.view(torch.int16)[:n] < cut - _LEVELS // 2
-    return drop.view(shape), _LEVELS / (_LEVELS - cut)
+    keep = words.view(torch.int16)[:n] >= cut - _LEVELS // 2
+    return keep.view(torch.uint8).view(shape), _LEVELS / (_LEVELS - cut)
 
 
 class _MaskedScale(torch.autograd.Function):
-    """x * scale, zero where drop: two passes each way (autograd's masked_fill then mul makes three)."""
+    """x * scale * keep: two passes each way, and only the uint8 mask is kept for the backward."""
 
     @staticmethod
-    def forward(ctx, x, drop, scale: float):
-        ctx.save_for_backward(drop)
+    def forward(ctx, x, keep, scale: float):
+        ctx.save_for_backward(keep)
         ctx.scale = scale
-        return x.mul(scale).masked_fill_(drop, 0.0)
+        return x.mul(scale).mul_(keep)
 
     @staticmethod
     def backward(ctx, grad):
-        (drop,) = ctx.saved_tensors
-        return grad.mul(ctx.scale).masked_fill_(drop, 0.0), None, None
+        (keep,) = ctx.saved_tensors
+        return grad.mul(ctx.scale).mul_(keep), None, None
 
 
 def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
@@ -51,8 +54,8 @@ def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
         return x
     if x.device.type != "cpu" or p >= 1.0:
         return F.dropout(x, p, training)
-    drop, scale = drop_mask(x.shape, p, x.device)
-    return _MaskedScale.apply(x, drop, scale)
+    keep, scale = keep_mask(x.shape, p, x.device)
+    return _MaskedScale.apply(x, keep, scale)
 
 
 class Dropout(nn.Module):

@@ -23,7 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from rlan.model.dropout import drop_mask
+from rlan.model.dropout import keep_mask
 
 # True inside `recompute`: what a function keeps there is dropped after the first run and, after the
 # second run (in the backward), lives only until that part's gradients are done. So the attention keeps
@@ -41,26 +41,26 @@ class _DropoutAttention(torch.autograd.Function):
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()  # else every matmul copies them
         scale = 1.0 / math.sqrt(q.shape[-1])
         weights = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
-        drop, keep_scale = drop_mask(weights.shape, p, weights.device)
+        keep, keep_scale = keep_mask(weights.shape, p, weights.device)
         if _in_recompute:
-            kept = torch.where(drop, 0.0, weights)
-            ctx.save_for_backward(q, k, v, drop, weights, kept)
+            kept = weights * keep
+            ctx.save_for_backward(q, k, v, keep, weights, kept)
         else:
-            kept = weights.masked_fill_(drop, 0.0)
-            ctx.save_for_backward(q, k, v, drop)
+            kept = weights.mul_(keep)
+            ctx.save_for_backward(q, k, v, keep)
         ctx.scales = (scale, keep_scale)
         return (kept @ v).mul_(keep_scale)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, drop, *saved = ctx.saved_tensors
+        q, k, v, keep, *saved = ctx.saved_tensors
         scale, keep_scale = ctx.scales
         qs = q * scale
         if saved:
             weights, kept = saved
         else:
             weights = torch.softmax(qs @ k.transpose(-2, -1), dim=-1)
-            kept = torch.where(drop, 0.0, weights)
+            kept = weights * keep
         gs = grad_out * keep_scale
         grad_v = kept.transpose(-2, -1) @ gs if ctx.needs_input_grad[2] else None
         grad = (gs @ v.transpose(-2, -1)).mul_(kept)  # d loss / d weights, times the weights

@@ -11,7 +11,7 @@ import rlan.model.context as context_module
 import rlan.model.fused as fused_module
 from rlan.model import ModelStages
 from rlan.model.attention import attend, project_keys
-from rlan.model.dropout import drop_mask, dropout
+from rlan.model.dropout import dropout, keep_mask
 from rlan.model.fused import dropout_attention, group_norm_gelu, soft_clamp, swiglu, swiglu_down_tanh
 from rlan.model.solver import apply_lora
 from tests.model.model_batches import random_batch, small_model
@@ -21,9 +21,10 @@ CHANNELS = [torch.contiguous_format, torch.channels_last]
 
 def test_dropout_mask_rate_and_scale_keep_the_expectation():
     torch.manual_seed(0)
-    drop, scale = drop_mask((1000, 1000), 0.1, torch.device("cpu"))
+    keep, scale = keep_mask((1000, 1000), 0.1, torch.device("cpu"))
     cut = round(0.1 * 65536) / 65536
-    assert abs(drop.float().mean().item() - cut) < 2e-3 and scale == pytest.approx(1 / (1 - cut))
+    assert keep.dtype == torch.uint8 and set(keep.unique().tolist()) == {0, 1}
+    assert abs(1 - keep.float().mean().item() - cut) < 2e-3 and scale == pytest.approx(1 / (1 - cut))
     x = torch.ones(1000, 1000)
     assert dropout(x, 0.1, True).mean().item() == pytest.approx(1.0, abs=5e-3)
     assert dropout(x, 0.1, False) is x
@@ -37,13 +38,13 @@ def test_dropout_mask_rate_and_scale_keep_the_expectation():
 def test_dropout_is_the_masked_and_scaled_input_with_its_gradient(memory_format):
     x = torch.randn(2, 3, 4, 5, dtype=torch.double).contiguous(memory_format=memory_format).requires_grad_()
     torch.manual_seed(7)
-    drop, scale = drop_mask(x.shape, 0.25, x.device)
+    keep, scale = keep_mask(x.shape, 0.25, x.device)
 
     def fn(x):
         torch.manual_seed(7)
         return dropout(x, 0.25, True)
 
-    torch.testing.assert_close(fn(x), x.masked_fill(drop, 0.0) * scale)
+    torch.testing.assert_close(fn(x), x.masked_fill(keep == 0, 0.0) * scale)
     assert fn(x).is_contiguous(memory_format=memory_format)
     assert torch.autograd.gradcheck(fn, (x,))
 
@@ -69,9 +70,9 @@ def test_dropout_attention_matches_the_plain_expression_and_its_gradient():
         return dropout_attention(q, k, v, 0.3)
 
     torch.manual_seed(5)
-    drop, scale = drop_mask((2, 3, 5, 7), 0.3, torch.device("cpu"))
+    keep, scale = keep_mask((2, 3, 5, 7), 0.3, torch.device("cpu"))
     weights = torch.softmax(q @ k.transpose(-1, -2) / 2.0, -1)
-    torch.testing.assert_close(fn(q, k, v), (weights.masked_fill(drop, 0) @ v) * scale)
+    torch.testing.assert_close(fn(q, k, v), (weights.masked_fill(keep == 0, 0) @ v) * scale)
     assert torch.autograd.gradcheck(fn, (q, k, v))
     # inside a recomputed part it keeps the weights instead of recomputing them: the same gradients
     import rlan.model.fused as fused

@@ -35,7 +35,6 @@ VARIANTS: dict[str, list[tuple[str, str, object]]] = {
     "autograd's backwards (no fused ops)": [("rlan.model.fused", "_plain", lambda x: True)],
     "no recomputation": [
         ("rlan.model.fused", "recompute", _call),
-        ("rlan.model.context", "recompute", _call),
     ],
     "dense LoRA deltas": [
         ("rlan.model.solver", "lora_terms", lambda lora, target: (getattr(lora, target, None), None))

@@ -9,7 +9,7 @@ from rlan.data.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS, PAD
 from rlan.model.attention import attend, project_keys
 from rlan.model.canvas import canvas_groups, fit_canvas
 from rlan.model.dropout import Dropout
-from rlan.model.fused import group_norm_gelu, recompute
+from rlan.model.fused import group_norm_gelu, recompute_if_large
 
 
 class ConvBlock(nn.Sequential):
@@ -69,9 +69,11 @@ class ContextEncoder(nn.Module):
 
     def encode_pairs(self, inputs: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """(M, L, L) x 2 -> (M, D, s, s)."""
-        # The embedding (a per-cell Linear + LN) is recomputed in the backward rather than kept.
-        x_in = self.input_branch(recompute(self.embed_grid, inputs))
-        x_out = self.output_branch(recompute(self.embed_grid, outputs))
+        # On large canvases the embedding (a per-cell Linear + LN) is recomputed in the backward rather
+        # than kept; below them keeping it is ~3% faster and the memory peak is set by the large ones.
+        pixels = inputs.shape[-2] * inputs.shape[-1]
+        x_in = self.input_branch(recompute_if_large(pixels, self.embed_grid, inputs))
+        x_out = self.output_branch(recompute_if_large(pixels, self.embed_grid, outputs))
         fused = self.fuse(torch.cat([x_in, x_out, x_out - x_in], dim=1))
         return self.downsample(fused) + self.pooled_position
 
@@ -140,5 +142,5 @@ class CrossAttentionInjector(nn.Module):
         x = features.flatten(2).transpose(1, 2)
         attended = attend(self.attn, x, project_keys(self.attn, *support_tokens(support_maps, support_mask)))
         x = self.norm1(x + self.drop(attended))
-        x = self.norm2(x + self.drop(recompute(self.ffn, x)))  # the (B, HW, 4D) hidden is not kept
+        x = self.norm2(x + self.drop(recompute_if_large(h * w, self.ffn, x)))  # (B, HW, 4D) hidden
         return x.transpose(1, 2).reshape(b, d, h, w)

@@ -153,7 +153,8 @@ def soft_clamp(x: torch.Tensor, threshold: float, limit: float) -> torch.Tensor:
 
 
 # Canvases of this many pixels or more (sides 26-30, the top size bucket) set a run's memory peak; the
-# recomputations that cost time as well as memory (the solver's cross-attention, MSRE) run only there.
+# recomputations, which cost time as well as saving memory (the support and injector parts, MSRE, the
+# solver's cross-attention), run only there.
 LARGE_CANVAS = 26 * 26
 
 

@@ -7,7 +7,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-import rlan.model.context as context_module
 import rlan.model.fused as fused_module
 from rlan.model import ModelStages
 from rlan.model.attention import attend, project_keys
@@ -140,8 +139,7 @@ def test_factored_lora_equals_the_dense_delta(memory_format):
 
 def _grads(model, batch, plain: bool, monkeypatch) -> dict[str, torch.Tensor]:
     if plain:
-        for module in (fused_module, context_module):
-            monkeypatch.setattr(module, "recompute", lambda fn, *args, random=False: fn(*args))
+        monkeypatch.setattr(fused_module, "recompute", lambda fn, *args, random=False: fn(*args))
     torch.manual_seed(1)
     out = model(*batch, ModelStages(delta_scale=0.5))
     (out.logits.square().mean() + out.lora.reg_loss).backward()
@@ -161,7 +159,10 @@ def test_recomputation_gives_the_same_gradients_with_dropout_on(monkeypatch):
     )
     recomputed = _grads(model, batch, False, monkeypatch)
     assert len(calls) == 4 + model.config.num_solver_steps  # 2 embeddings, FFN, MSRE, each attention step
+    _grads(model, random_batch(2, 3, 25), False, monkeypatch)
+    assert len(calls) == 4 + model.config.num_solver_steps  # below LARGE_CANVAS nothing is recomputed
     plain = _grads(model, batch, True, monkeypatch)
+    assert len(calls) == 4 + model.config.num_solver_steps  # the plain run recomputed nothing
     assert recomputed.keys() == plain.keys()
     for name in plain:
         torch.testing.assert_close(recomputed[name], plain[name], atol=1e-6, rtol=1e-5, msg=name)

@@ -13,7 +13,7 @@ from tests.model.model_batches import random_batch, small_model
 @pytest.mark.parametrize("side,pairs", [(1, 1), (5, 2), (13, 3), (30, 4)])
 def test_output_shapes_for_canvas_sizes_and_pair_counts(side, pairs):
     model = small_model(context_downsample=8)
-    b, k, t, d = 2, 3, 2, 32
+    b, k, d = 2, 3, 32
     out = model(*random_batch(b, pairs, side))
     assert out.logits.shape == (b, NUM_CLASSES, side, side)
     assert len(out.all_logits) == 1 and out.logits is out.all_logits[-1]  # the head runs on the last step

@@ -11,6 +11,7 @@ from functools import lru_cache
 
 import torch
 
+from rlan.allocator import keep_freed_memory
 from rlan.config import DataConfig, ModelConfig, TrainingConfig
 from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, load_tasks
 from rlan.data.constants import MAX_GRID_SIDE, OUTSIDE, PAD
@@ -123,6 +124,7 @@ def move_to(batch: dict, device: torch.device | str) -> dict:
 
 
 def build_model(shape: Shape, device: torch.device | str = "cpu") -> RLAN:
+    keep_freed_memory()  # as training does (rlan/train_state.build)
     torch.manual_seed(SEED)
     config = ModelConfig(
         hidden_dim=shape.hidden,

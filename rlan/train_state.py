@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from rlan.allocator import keep_freed_memory
 from rlan.checkpoint import (
     CheckpointError,
     check_compatible,
@@ -104,6 +105,7 @@ def build(
     """Model, optimizer, schedule, this rank's data shard and the evaluation sets of a fresh run."""
     t, d = config.training, config.data
     device = device or resolve_device(config)
+    keep_freed_memory()
     torch.manual_seed(t.seed)
     core = RLAN(config.model).to(device)
     optimizer = make_optimizer(core, t, device)

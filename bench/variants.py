@@ -25,6 +25,12 @@ def _call(fn, *args, random: bool = False):
     return fn(*args)
 
 
+def _always_recompute(pixels: int, fn, *args, random: bool = False):
+    from rlan.model.fused import recompute
+
+    return recompute(fn, *args, random=random)
+
+
 # name -> [(module, attribute path, replacement)]
 VARIANTS: dict[str, list[tuple[str, str, object]]] = {
     "all optimisations": [],
@@ -38,6 +44,9 @@ VARIANTS: dict[str, list[tuple[str, str, object]]] = {
     ],
     "dense LoRA deltas": [
         ("rlan.model.solver", "lora_terms", lambda lora, target: (getattr(lora, target, None), None))
+    ],
+    "support embeddings and injector FFN recomputed on every canvas": [
+        ("rlan.model.context", "recompute_if_large", _always_recompute)
     ],
     "every step's logits": [("rlan.model.solver", "RecursiveSolver.all_step_logits", True)],
     "a graph for every step's logits": [("rlan.model.solver", "RecursiveSolver.intermediate_grad", True)],

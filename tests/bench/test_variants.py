@@ -41,3 +41,15 @@ def test_apply_reaches_the_named_attribute_and_monkeypatch_undoes_it():
         apply("autograd's backwards (no fused ops)", patch.setattr)
         assert fused._plain is not original and fused._plain(torch.zeros(1))
     assert fused._plain is original
+
+
+def test_interleaved_toggle_turns_a_variant_on_and_restores_the_original():
+    from bench.interleaved import Toggle
+    from rlan.model.solver import RecursiveSolver
+
+    toggle = Toggle("every step's logits")
+    assert RecursiveSolver.all_step_logits is False
+    toggle.set(True)
+    assert RecursiveSolver.all_step_logits is True
+    toggle.set(False)
+    assert RecursiveSolver.all_step_logits is False

@@ -12,7 +12,6 @@ allocator) and the optimizer (built once) cannot be toggled this way.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import time
@@ -28,13 +27,7 @@ class Toggle:
     """Turns a variant on and off again by setting and restoring the attributes it replaces."""
 
     def __init__(self, name: str):
-        self.changes = []
-        for module, path, value in variants.VARIANTS[name]:
-            owner = importlib.import_module(module)
-            *parents, attribute = path.split(".")
-            for parent in parents:
-                owner = getattr(owner, parent)
-            self.changes.append((owner, attribute, getattr(owner, attribute), value))
+        self.changes = [(o, a, getattr(o, a), value) for o, a, value in variants.targets(name)]
 
     def set(self, on: bool) -> None:
         for owner, attribute, original, value in self.changes:

@@ -53,13 +53,21 @@ VARIANTS: dict[str, list[tuple[str, str, object]]] = {
 }
 
 
-def apply(name: str, set_attribute=setattr) -> None:
-    """Turn variant `name` on (set_attribute: pytest's monkeypatch.setattr undoes it after a test)."""
+def targets(name: str) -> list[tuple[object, str, object]]:
+    """(owner, attribute, replacement) for each attribute variant `name` replaces."""
+    found = []
     for module, path, value in VARIANTS[name]:
         owner = importlib.import_module(module)
         *parents, attribute = path.split(".")
         for parent in parents:
             owner = getattr(owner, parent)
+        found.append((owner, attribute, value))
+    return found
+
+
+def apply(name: str, set_attribute=setattr) -> None:
+    """Turn variant `name` on (set_attribute: pytest's monkeypatch.setattr undoes it after a test)."""
+    for owner, attribute, value in targets(name):
         set_attribute(owner, attribute, value)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import resource
 import statistics
 import time
 
@@ -51,12 +52,14 @@ def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int) -> di
     model = build_model(shape)
     step = TrainStep(model)
     load_before = load_average()
-    times, losses = [], []
+    times, losses, faults = [], [], 0
     for i, batch in enumerate(data):
+        faults_before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         start = time.perf_counter()
         losses.append(step(batch))
         if i >= warmup:
             times.append(time.perf_counter() - start)
+            faults += resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_before
     return {
         "impl": "this project",
         "canvas": canvas,
@@ -68,6 +71,7 @@ def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int) -> di
         "computed_sides": [computed_sides(b, model.config.canvas_sides) for b in data],
         "num_pairs": [int(b["support_inputs"].shape[1]) for b in data],
         "peak_rss_mb": peak_rss_mb(),
+        "minor_page_faults": faults,  # in the timed steps (rlan/allocator.py is why they matter)
         "threads": torch.get_num_threads(),
         "load_before": load_before,
         "load_after": load_average(),

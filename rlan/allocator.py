@@ -1,11 +1,11 @@
 """glibc's malloc, told to keep the memory a training step frees for the next step.
 
 By default glibc serves large blocks with mmap and returns freed memory above a threshold to the system,
-so every step faults much of the same activations in again, page by page. With a fixed large mmap
-threshold and no trimming, freed blocks stay in the heap and are reused: on 10 batch-max steps of the
-benchmark (h128, 2 threads) 90,800 -> 48,500 minor page faults and 2-4% of the time (docs/performance.md).
-The peak RSS is the same, but the process keeps it until it exits. A caching allocator (jemalloc, tcmalloc) would do the
-same, but neither installs with pip. RLAN_KEEP_FREED_MEMORY=0 leaves glibc's defaults.
+so every step faults much of the same activations in again, page by page (expensive on a VM). With a
+fixed large mmap threshold and no trimming, freed blocks stay in the heap and are reused; the peak RSS is
+the same, but the process keeps it until it exits (figures in docs/performance.md). A caching allocator
+(jemalloc, tcmalloc) would do the same, but neither installs with pip. RLAN_KEEP_FREED_MEMORY=0 leaves
+glibc's defaults.
 """
 
 from __future__ import annotations

@@ -28,6 +28,7 @@ def test_the_batches_are_the_original_driver_s_tasks_padded_to_the_largest_grid_
 def test_our_side_times_each_step_and_the_table_gives_the_ratio():
     result = measure(Shape(hidden=16, clues=2, steps=2, batch=2), "batch-max", warmup=1, steps=2, seed=0)
     assert len(result["step_times_s"]) == 2 and result["train_samples_per_s"] > 0
+    assert result["minor_page_faults"] >= 0
     rows = {"original": [{"train_samples_per_s": 1.0, "peak_rss_mb": 2048.0, "canvas_sides": result["canvas_sides"]}],
             "ours": [result]}  # fmt: skip
     row = vs_original.row("batch max", rows)

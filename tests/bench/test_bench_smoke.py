@@ -90,3 +90,9 @@ def test_the_gpu_rows_run_the_same_code_with_cpu_bf16_autocast():
     assert row["label"] == "h32 bucketed b2 bf16" and row["max_memory_allocated_mb"] is None
     assert row["gflop_per_sample"] > 0 and row["train_samples_per_s"]["median"] > 0
     assert 0 < row["share_of_bf16_matmul"]
+
+
+def test_optimizer_step_times_both_adamw_kinds():
+    from bench.optimizer_step import step_ms
+
+    assert step_ms(16, False, steps=2) > 0 and step_ms(16, True, steps=2) > 0

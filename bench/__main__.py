@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from bench import data, report
-from bench.flops import matmul_rate
+from bench.flops import conv_product_rate, fp32_peak, matmul_rate
 from bench.stats import machine
 from bench.train import run_child, run_isolated, shape_args
 from bench.workload import Shape
@@ -73,13 +73,14 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 
 def run_cpu(args: argparse.Namespace, results: dict) -> None:
     results["matmul_fp32_gflops"] = matmul_rate(repeats=3 if args.quick else 7)
+    results["conv1x1_fp32_gflops"] = conv_product_rate(repeats=3 if args.quick else 7)
     for hidden in args.hidden:
         for canvas in args.canvas:
             batches = args.batches if canvas == "bucketed" else args.fixed_batches
             shape = Shape.row(hidden, canvas)
             row = run_isolated(shape, batches, args.repeats, not args.no_inference, True, args.timeout)
             results["train"].append(row)
-            print(report.train_table([row], results["matmul_fp32_gflops"]["median"])[-1], flush=True)
+            print(report.train_table([row], fp32_peak(results))[-1], flush=True)
     # The reference rate again at the end: the two bracket the training rows (a busy machine shows here).
     results["matmul_fp32_gflops_after"] = matmul_rate(repeats=3 if args.quick else 7)
     if args.compile:

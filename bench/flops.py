@@ -1,4 +1,10 @@
-"""FLOPs per sample (torch.utils.flop_counter) and this machine's measured fp32 / bf16 matmul rate."""
+"""FLOPs per sample (torch.utils.flop_counter) and this machine's measured fp32 / bf16 product rates.
+
+A product is timed two ways on the CPU: as a matmul (torch sends it to MKL's sgemm) and as the 1x1
+convolution it equals (oneDNN, which runs the step's convolutions). On Intel CPUs the two are close; on
+AMD ones MKL takes its AVX2 kernels and oneDNN its AVX-512 ones, about twice as fast (2026-12-06: 207 vs 400
+GFLOP/s at 2048), so the step's share is taken of the faster: a matmul-only peak made it read 126%.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +12,7 @@ import time
 from collections import Counter
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from bench.stats import summary
@@ -51,20 +58,41 @@ def matmul_rate(
     """GFLOP/s of a size^3 matmul loop: median and spread over `repeats` timed loops of ~`seconds`."""
     a = torch.randn(size, size, dtype=dtype, device=device)
     b = torch.randn(size, size, dtype=dtype, device=device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    out = a @ b  # warm-up (and the library's first-call setup)
+    out = a @ b
+    if device == "cpu":
+        return _loop_rate(lambda: torch.mm(a, b, out=out), 2 * size**3, repeats, seconds)
+    return _loop_rate(lambda: a @ b, 2 * size**3, repeats, seconds, torch.cuda.synchronize)
+
+
+def conv_product_rate(
+    dtype: torch.dtype = torch.float32, size: int = 2048, repeats: int = 7, seconds: float = 0.5
+) -> dict:
+    """GFLOP/s of the same size^3 product as a 1x1 convolution on the CPU (oneDNN): the rows of a
+    (size, size) matrix are the pixels of a channels-last (1, size, 1, size) map."""
+    rows = torch.randn(size, size, dtype=dtype).view(1, 1, size, size).permute(0, 3, 1, 2)
+    kernel = torch.randn(size, size, 1, 1, dtype=dtype)
+    return _loop_rate(lambda: F.conv2d(rows, kernel), 2 * size**3, repeats, seconds)
+
+
+def fp32_peak(results: dict) -> float:
+    """The faster of the run's two fp32 product rates (GFLOP/s medians; 0 when neither was measured)."""
+    keys = ("matmul_fp32_gflops", "conv1x1_fp32_gflops")
+    return max((results.get(k) or {}).get("median", 0.0) for k in keys)
+
+
+def _loop_rate(run, flops: int, repeats: int, seconds: float, sync=lambda: None) -> dict:
+    run()  # warm-up (and the library's first-call setup)
     sync()
     start = time.perf_counter()
-    out = a @ b
+    run()
     sync()
-    one = max(time.perf_counter() - start, 1e-6)
-    per_loop = max(1, int(seconds / one))
+    per_loop = max(1, int(seconds / max(time.perf_counter() - start, 1e-6)))
     rates = []
     for _ in range(repeats):
         sync()
         start = time.perf_counter()
         for _ in range(per_loop):
-            out = torch.mm(a, b, out=out) if device == "cpu" else a @ b
+            run()
         sync()
-        rates.append(2 * size**3 * per_loop / (time.perf_counter() - start) / 1e9)
+        rates.append(flops * per_loop / (time.perf_counter() - start) / 1e9)
     return summary(rates)

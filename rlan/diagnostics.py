@@ -126,8 +126,11 @@ CATALOGUE: tuple[Metric, ...] = (
     Metric("system/cpu_util", "process CPU time / (training seconds x torch threads)", summary="CPU use"),
     Metric("system/peak_rss_mib", "peak resident memory of the process so far, MiB", summary="peak RSS MiB"),
     Metric("system/gflops_per_s", "matmul/conv GFLOP/s the training steps achieved"),
-    Metric("system/mfu", "achieved FLOP/s / this device's measured matmul rate", line="MFU", summary="MFU"),
-    Metric("system/matmul_gflops_per_s", "the measured matmul rate (fp32, or bf16 under autocast)"),
+    Metric("system/mfu", "achieved FLOP/s / this device's measured product rate", line="MFU", summary="MFU"),
+    Metric(
+        "system/matmul_gflops_per_s",
+        "the measured product rate (fp32, or bf16 under autocast; CPU: the faster of matmul and 1x1 conv)",
+    ),
     Metric("system/gflop_per_sample", "GFLOP of one training sample's step (forward, losses, backward)"),
     Metric("system/gpu_peak_mem_mib", "peak CUDA memory allocated this epoch, MiB (CUDA only)",
            summary="GPU peak MiB"),

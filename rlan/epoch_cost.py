@@ -6,9 +6,10 @@ by their `work` (the cells the model computes on, rlan.model.canvas.canvas_work:
 canvas, with its real support pairs, neither of which the shape shows), so the counter's overhead falls on a
 few batches of the epochs where a shape or stage is new (+0.25 s on the learnable config's first epoch of
 1.2 s, ~0 from the third). The total is an estimate, within 2% of a count of every batch in the tests. The peak is this process's own measured
-matmul rate (fp32, or bf16 under autocast) on the threads it trains with, measured once per process: "MFU" is
-then the achieved share of what this device does on a plain matmul (`python -m bench` measures the same
-rate more carefully, docs/performance.md).
+product rate (fp32, or bf16 under autocast; on the CPU the faster of a matmul and the same product as a 1x1
+convolution) on the threads it trains with, measured once per process: "MFU" is then the achieved share of
+what this device does on a plain product (`python -m bench` measures the same rates more carefully,
+docs/performance.md).
 """
 
 from __future__ import annotations
@@ -20,30 +21,42 @@ import time
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 _MATMUL_RATES: dict[tuple[str, torch.dtype], float] = {}
 
 
 def matmul_rate(device: torch.device, dtype: torch.dtype = torch.float32) -> float:
-    """FLOP/s of a square matmul on `device`: the median of 7 after a warm-up, n = 1024 on the CPU (about
-    0.1 s) or 8192 on CUDA; measured once per process, so a machine busy at that moment skews every MFU."""
+    """FLOP/s of a square product on `device`: the median of 7 after a warm-up, n = 1024 on the CPU (about
+    0.1 s) or 8192 on CUDA; measured once per process, so a machine busy at that moment skews every MFU.
+    On the CPU the product is also timed as the 1x1 convolution it equals (oneDNN, which runs the model's
+    convolutions) and the faster counts: on AMD CPUs MKL's matmul reaches about half of oneDNN's rate
+    (bench/flops.py), so a matmul-only peak overstates MFU there."""
     key = (str(device), dtype)
     if key not in _MATMUL_RATES:
         n = 8192 if device.type == "cuda" else 1024
         a = torch.randn(n, n, device=device, dtype=dtype)
         b = torch.randn(n, n, device=device, dtype=dtype)
-        times = []
-        for _ in range(8):
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-            a @ b
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            times.append(time.perf_counter() - start)
-        _MATMUL_RATES[key] = 2 * n**3 / statistics.median(times[1:])  # the first is the warm-up
+        seconds = _median_seconds(lambda: a @ b, device)
+        if device.type == "cpu":
+            rows, kernel = a.view(1, 1, n, n).permute(0, 3, 1, 2), b.view(n, n, 1, 1)
+            seconds = min(seconds, _median_seconds(lambda: F.conv2d(rows, kernel), device))
+        _MATMUL_RATES[key] = 2 * n**3 / seconds
     return _MATMUL_RATES[key]
+
+
+def _median_seconds(run, device: torch.device) -> float:
+    times = []
+    for _ in range(8):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        run()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])  # the first is the warm-up
 
 
 def peak_rss_mib() -> float:

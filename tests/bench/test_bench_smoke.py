@@ -18,7 +18,7 @@ def test_quick_bench_writes_a_table_and_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     saved = json.loads(out.read_text())
     assert saved["mode"] == "quick" and saved["machine"]["torch_threads"] >= 1
-    assert saved["matmul_fp32_gflops"]["median"] > 0
+    assert saved["matmul_fp32_gflops"]["median"] > 0 and saved["conv1x1_fp32_gflops"]["median"] > 0
     labels = [row["label"] for row in saved["train"]]
     assert labels == ["h32 bucketed", "h32 30x30"]
     for row in saved["train"]:
@@ -64,17 +64,18 @@ def test_targets_and_render_with_a_synthetic_result():
     }
     results = {
         "machine": {"cpu": "cpu", "cpu_count": 2, "torch": "2", "torch_threads": 2},
-        "matmul_fp32_gflops": {**stat, "median": 200.0},
+        "matmul_fp32_gflops": {**stat, "median": 100.0},
+        "conv1x1_fp32_gflops": {**stat, "median": 200.0},  # the faster of the two is the peak
         "train": [row],
         "data": {"tasks": 400, "load_tasks_s": 0.2, "samples_per_s": {**stat, "median": 1000.0}},
     }
     checks = {c["name"]: c for c in targets(results)}
     assert checks["h128 bucketed samples/s"]["ok"]
-    assert checks["h128 bucketed share of fp32 matmul rate"]["value"] == pytest.approx(0.75)
+    assert checks["h128 bucketed share of fp32 product rate"]["value"] == pytest.approx(0.75)
     assert checks["data pipeline / h128 training step"]["value"] == pytest.approx(100.0)
     results["targets"] = list(checks.values())
     text = render(results)
-    assert "h128 bucketed" in text and "targets:" in text and "75%" in text
+    assert "h128 bucketed" in text and "targets:" in text and "75%" in text and "oneDNN" in text
 
 
 @pytest.mark.timeout(120)
@@ -96,3 +97,14 @@ def test_optimizer_step_times_both_adamw_kinds():
     from bench.optimizer_step import step_ms
 
     assert step_ms(16, False, steps=2) > 0 and step_ms(16, True, steps=2) > 0
+
+
+def test_the_convolution_times_the_same_product_as_the_matmul():
+    from bench.flops import conv_product_rate, fp32_peak, matmul_rate
+
+    conv, matmul = conv_product_rate(size=128, repeats=1, seconds=0.01), matmul_rate(size=128, repeats=1)
+    assert conv["median"] > 0 and matmul["median"] > 0
+    assert fp32_peak({"matmul_fp32_gflops": matmul, "conv1x1_fp32_gflops": conv}) == max(
+        conv["median"], matmul["median"]
+    )
+    assert fp32_peak({}) == 0.0

@@ -76,3 +76,18 @@ def test_canvas_work_counts_each_sample_on_its_canvas_or_the_batch_s():
     assert canvas_work(batch, list(range(1, 31))) == 9 * 3 + 25 * 2
     assert canvas_work(batch, [4, 30]) == 16 * 3 + 30 * 30 * 2  # canvases 4 and 30
     assert canvas_work(batch, None) == 25 * 3 + 25 * 2
+
+
+def test_the_cpu_peak_is_the_faster_of_the_matmul_and_the_same_product_as_a_convolution(monkeypatch):
+    import rlan.epoch_cost as epoch_cost
+
+    convolved, conv2d = [], torch.nn.functional.conv2d
+
+    def counted_conv2d(*args, **kwargs):
+        convolved.append(args[0].shape)
+        return conv2d(*args, **kwargs)
+
+    monkeypatch.setattr(epoch_cost, "_MATMUL_RATES", {})
+    monkeypatch.setattr(epoch_cost.F, "conv2d", counted_conv2d)
+    rate = epoch_cost.matmul_rate(torch.device("cpu"))
+    assert rate > 0 and convolved and convolved[0] == (1, 1024, 1, 1024)

@@ -49,6 +49,7 @@ VARIANTS: dict[str, list[tuple[str, str, object]]] = {
         ("rlan.model.context", "recompute_if_large", _always_recompute)
     ],
     "every step's logits": [("rlan.model.solver", "RecursiveSolver.all_step_logits", True)],
+    "canvas groups one after another": [("rlan.model.lanes", "ENABLED", False)],
     "a graph for every step's logits": [("rlan.model.solver", "RecursiveSolver.intermediate_grad", True)],
 }
 

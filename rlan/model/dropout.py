@@ -5,19 +5,39 @@ made the attention dropout of the solver's cross-attention cost as much as the a
 64-bit draw of the default generator gives four 16-bit uniforms, so the mask costs about a fifth.
 
 The drop probability is p rounded to a multiple of 2^-16 (0.1 -> 0.100006) and the kept values are scaled
-by the exact 1 / (1 - p_used), so the expectation is unchanged. Masks come from torch's default generator:
-torch.manual_seed and saved RNG states reproduce them. Off the CPU, torch's own dropout is used.
+by the exact 1 / (1 - p_used), so the expectation is unchanged. Masks come from torch's default generator
+(torch.manual_seed and saved RNG states reproduce them), or, inside `drawing_from`, from the generator this
+thread was given (rlan/model/lanes.py: each canvas group its own). Off the CPU, torch's own dropout is used.
 """
 
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 _LEVELS = 1 << 16
+_thread = threading.local()
+
+
+def mask_generator() -> torch.Generator | None:
+    """The generator this thread's masks come from (None: torch's default one)."""
+    return getattr(_thread, "generator", None)
+
+
+@contextmanager
+def drawing_from(generator: torch.Generator | None) -> Iterator[None]:
+    """Masks drawn in this thread come from `generator` (None: the default generator) until the exit."""
+    previous, _thread.generator = mask_generator(), generator
+    try:
+        yield
+    finally:
+        _thread.generator = previous
 
 
 def keep_mask(
@@ -29,7 +49,8 @@ def keep_mask(
     (1, 4, 900, 192) attention map here)."""
     n = math.prod(shape)
     cut = round(p * _LEVELS)  # P(drop) = cut / 2^16
-    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(2**63), 2**63 - 1)
+    words = torch.empty((n + 3) // 4, dtype=torch.int64, device=device)
+    words.random_(-(2**63), 2**63 - 1, generator=mask_generator())
     keep = words.view(torch.int16)[:n] >= cut - _LEVELS // 2
     return keep.view(torch.uint8).view(shape), _LEVELS / (_LEVELS - cut)
 

@@ -17,18 +17,25 @@ Off the CPU and under autocast the plain ops run instead (see _plain).
 from __future__ import annotations
 
 import math
+import threading
+from contextlib import nullcontext
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-from rlan.model.dropout import keep_mask
+from rlan.model.dropout import drawing_from, keep_mask, mask_generator
 
-# True inside `recompute`: what a function keeps there is dropped after the first run and, after the
-# second run (in the backward), lives only until that part's gradients are done. So the attention keeps
-# its weights there instead of recomputing them a third time.
-_in_recompute = False
+# .active is True inside `recompute`: what a function keeps there is dropped after the first run and,
+# after the second run (in the backward), lives only until that part's gradients are done. So the
+# attention keeps its weights there instead of recomputing them a third time. Per thread: canvas groups
+# run in threads of their own (rlan/model/lanes.py).
+_recomputing = threading.local()
+
+
+def _in_recompute() -> bool:
+    return getattr(_recomputing, "active", False)
 
 
 class _DropoutAttention(torch.autograd.Function):
@@ -42,7 +49,7 @@ class _DropoutAttention(torch.autograd.Function):
         scale = 1.0 / math.sqrt(q.shape[-1])
         weights = torch.softmax((q * scale) @ k.transpose(-2, -1), dim=-1)
         keep, keep_scale = keep_mask(weights.shape, p, weights.device)
-        if _in_recompute:
+        if _in_recompute():
             kept = weights * keep
             ctx.save_for_backward(q, k, v, keep, weights, kept)
         else:
@@ -168,20 +175,29 @@ def recompute(fn, *args, random: bool = False):
 
     For cheap parts with large activations (MSRE's per-clue maps, the injector's 4D-wide FFN, the
     solver's cross-attention). With random=True the RNG state is saved and restored around the second
-    run, so dropout inside draws the same masks.
+    run, so dropout inside draws the same masks: the default generator's by torch.utils.checkpoint, that
+    of the thread's mask generator (rlan.model.dropout.drawing_from) here.
     """
     if not torch.is_grad_enabled():
         return fn(*args)
 
     def run(*inputs):
-        global _in_recompute
-        previous, _in_recompute = _in_recompute, True
+        previous, _recomputing.active = _in_recompute(), True
         try:
             return fn(*inputs)
         finally:
-            _in_recompute = previous
+            _recomputing.active = previous
 
-    return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=random)
+    generator = mask_generator() if random else None
+    if generator is None:
+        return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=random)
+    # A clone of the generator as it is now draws the recomputation's masks again.
+    state = generator.get_state()
+
+    def contexts():
+        return nullcontext(), drawing_from(torch.Generator().set_state(state))
+
+    return checkpoint(run, *args, use_reentrant=False, preserve_rng_state=False, context_fn=contexts)
 
 
 class _GroupNormGELU(torch.autograd.Function):

@@ -45,8 +45,42 @@ class LoraDeltas:
         per_sample = {f: getattr(self, f).index_select(0, index) for f in PER_SAMPLE_DELTA_FIELDS}
         return LoraDeltas(**per_sample, reg_loss=self.reg_loss, norm=self.norm, factors=factors)
 
+    def tensors(self) -> tuple[torch.Tensor, ...]:
+        """The per-sample tensors (fields, then factors by target), in the order `with_tensors` takes."""
+        factors = [t for k in sorted(self.factors or {}) for t in self.factors[k]]
+        return (*(getattr(self, f) for f in PER_SAMPLE_DELTA_FIELDS), *factors)
+
+    def with_tensors(self, tensors: tuple[torch.Tensor, ...]) -> LoraDeltas:
+        """These deltas with their per-sample tensors replaced by `tensors` (as `tensors` lists them)."""
+        n = len(PER_SAMPLE_DELTA_FIELDS)
+        factors = None
+        if self.factors is not None:
+            pairs = iter(tensors[n:])
+            factors = {k: (next(pairs), next(pairs)) for k in sorted(self.factors)}
+        fields = dict(zip(PER_SAMPLE_DELTA_FIELDS, tensors[:n], strict=True))
+        return LoraDeltas(**fields, reg_loss=self.reg_loss, norm=self.norm, factors=factors)
+
 
 PER_SAMPLE_DELTA_FIELDS = ("gru_reset", "gru_update", "gru_candidate", "output_head", "context")
+
+
+def joined_deltas(
+    template: LoraDeltas,
+    parts: list[tuple[torch.Tensor, ...]],
+    sizes: list[int],
+    inverse: torch.Tensor,
+) -> LoraDeltas:
+    """The deltas of a batch from its groups' (each `tensors()` + (reg_loss, norm), `sizes` samples),
+    in batch order (`inverse` of the groups' concatenated indices). reg_loss and norm are means over
+    the samples, so the batch's are the groups' weighted by their sizes."""
+    count = len(parts[0]) - 2
+    tensors = tuple(torch.cat([p[k] for p in parts]).index_select(0, inverse) for k in range(count))
+    total = sum(sizes)
+    reg_loss = sum(p[count] * (n / total) for p, n in zip(parts, sizes, strict=True))
+    norm = sum(p[count + 1] * (n / total) for p, n in zip(parts, sizes, strict=True))
+    joined = template.with_tensors(tensors)
+    joined.reg_loss, joined.norm = reg_loss, norm
+    return joined
 
 
 @dataclass

@@ -12,12 +12,15 @@ from rlan.model.context import ContextEncoder, CrossAttentionInjector, FiLM, sup
 from rlan.model.encoder import FeatureProjection, GridEncoder
 from rlan.model.fused import recompute_if_large
 from rlan.model.hyper_lora import HyperLoRA
+from rlan.model.lanes import group_cost, plan_lanes, run_groups
 from rlan.model.msre import MSRE
-from rlan.model.output import LoraDeltas, ModelStages, RLANOutput
+from rlan.model.output import LoraDeltas, ModelStages, RLANOutput, joined_deltas
 from rlan.model.saliency import DynamicSaliencyController
 from rlan.model.solver import RecursiveSolver
 
 DEFAULT_STAGES = ModelStages()
+# What merge_canvas_groups reads of each group's output, besides its logits.
+LANE_FIELDS = ("attention_maps", "centroids", "stop_logits", "clues_used", "confidences")
 
 
 class RLAN(nn.Module):
@@ -69,11 +72,59 @@ class RLAN(nn.Module):
         sides = None
         if self.config.canvas_sides is not None:
             sides = sample_sides(support_inputs, support_outputs, query_inputs)
+            groups = canvas_groups(canvas_for(sides, self.config.canvas_sides))
+            groups, lanes = plan_lanes(groups, query_inputs.device)
+            if lanes > 1:
+                inputs = (support_inputs, support_outputs, support_mask, query_inputs)
+                return self.forward_in_lanes(inputs, sides, groups, lanes, stages)
         support_maps = self.encode_support(support_inputs, support_outputs, support_mask, sides)
         lora = None
         if stages.hyperlora and self.hyper_lora is not None:
             lora = self.hyper_lora(support_maps, support_mask, stages.delta_scale)
         return self.forward_with_lora(query_inputs, support_maps, support_mask, lora, stages, sides)
+
+    def forward_in_lanes(self, inputs, sides, groups, lanes, stages) -> RLANOutput:
+        """`forward` with each canvas group's whole forward (support pairs, LoRA deltas, prediction) and
+        backward side by side in `lanes` threads (rlan/model/lanes.py). Every part is per sample, so the
+        groups' outputs, put back in batch order, are the batch's (to float rounding)."""
+        side = inputs[-1].shape[-1]
+        layouts: list[dict] = [{} for _ in groups]
+        calls = [
+            self._group_forward([x[g.index] for x in inputs], sides[g.index], g.side, stages, layout)
+            for g, layout in zip(groups, layouts, strict=True)
+        ]
+        costs = [group_cost(g) for g in groups]
+        results = run_groups(calls, costs, lanes, list(self.parameters()), random=self.training)
+        parts, maps, deltas = [], [], []
+        for result, layout in zip(results, layouts, strict=True):
+            steps, lora_count = layout["steps"], layout["lora"]
+            fields = dict(zip(LANE_FIELDS, result[steps : steps + len(LANE_FIELDS)], strict=True))
+            parts.append(RLANOutput(result[steps - 1], list(result[:steps]), support_maps=None, **fields))
+            maps.append(result[steps + len(LANE_FIELDS)])
+            deltas.append(result[len(result) - lora_count :] if lora_count else ())
+        inverse = torch.argsort(torch.cat([g.index for g in groups]))
+        support_maps = torch.cat(maps).index_select(0, inverse)
+        lora = None
+        if layouts[0]["lora"]:
+            lora = joined_deltas(layouts[0]["template"], deltas, [len(g.index) for g in groups], inverse)
+        return merge_canvas_groups(parts, groups, side, support_maps, inputs[2], lora)
+
+    def _group_forward(self, inputs, sides, canvas: int, stages: ModelStages, layout: dict):
+        """One canvas group's forward as a function of nothing but the parameters; `layout` records
+        where its outputs are in the tuple it returns."""
+        support_inputs, support_outputs, support_mask, query_inputs = inputs
+
+        def call() -> tuple[torch.Tensor, ...]:
+            maps = self.encode_support(support_inputs, support_outputs, support_mask, sides)
+            lora = None
+            if stages.hyperlora and self.hyper_lora is not None:
+                lora = self.hyper_lora(maps, support_mask, stages.delta_scale)
+            out = self.predict(fit_canvas(query_inputs, canvas, PAD), maps, support_mask, lora, stages)
+            lora_part = () if lora is None else (*lora.tensors(), lora.reg_loss, lora.norm)
+            layout.update(steps=len(out.all_logits), lora=len(lora_part), template=lora)
+            return (*out.all_logits, *(getattr(out, f) for f in LANE_FIELDS), maps, *lora_part)
+
+        return call
 
     def aggregate_clues(self, features, centroids, attention, stop_logits, query_inputs) -> torch.Tensor:
         """MSRE clue features, weighted and summed over clues by the solver (B, D, H, W)."""

@@ -76,11 +76,11 @@ def test_dropout_attention_matches_the_plain_expression_and_its_gradient():
     # inside a recomputed part it keeps the weights instead of recomputing them: the same gradients
     import rlan.model.fused as fused
 
-    fused._in_recompute = True
+    fused._recomputing.active = True
     try:
         assert torch.autograd.gradcheck(fn, (q, k, v))
     finally:
-        fused._in_recompute = False
+        fused._recomputing.active = False
 
 
 @pytest.mark.parametrize("memory_format", CHANNELS)

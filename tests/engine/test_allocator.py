@@ -48,3 +48,31 @@ def test_freed_large_tensors_stay_in_the_heap():
     assert kept["applied"] and kept["mapped"] == 0 and kept["free_in_heap"] >= 64 << 20
     default = probe(RLAN_KEEP_FREED_MEMORY="0")  # the opt-out: glibc mmaps the block and unmaps it
     assert not default["applied"] and default["mapped"] >= 64 << 20 and default["free_in_heap"] < 64 << 20
+
+
+# A tensor allocated in another thread; glibc's malloc_stats (on stderr) then lists the arenas in use.
+ARENAS = """
+import ctypes, threading
+import torch
+from rlan.allocator import keep_freed_memory
+
+keep_freed_memory()
+kept = []
+thread = threading.Thread(target=lambda: kept.append(torch.ones(1 << 20)))
+thread.start()
+thread.join()
+ctypes.CDLL("libc.so.6").malloc_stats()
+"""
+
+
+def arenas(**env) -> int:
+    out = subprocess.run(
+        [sys.executable, "-c", ARENAS], env={**os.environ, **env}, capture_output=True, text=True, check=True
+    )
+    return sum(line.startswith("Arena ") for line in out.stderr.splitlines())
+
+
+@pytest.mark.skipif(_libc() is None, reason="glibc only")
+def test_every_thread_allocates_from_the_one_arena():
+    assert arenas() == 1
+    assert arenas(RLAN_KEEP_FREED_MEMORY="0") >= 2  # glibc's default: the thread got an arena of its own

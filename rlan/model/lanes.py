@@ -10,7 +10,8 @@ one after another"` measures it.
 The result does not depend on the schedule: each group draws its dropout masks from a generator of its
 own, seeded from the default generator in group order before the lanes start; each group's gradients are
 returned by autograd.grad rather than accumulated, and summed in group order. RLAN_CANVAS_LANES=0 (or
-one intra-op thread, or a device other than the CPU, or autocast) runs the groups one after another.
+one intra-op thread, a device other than the CPU, autocast or a dispatch mode such as FlopCounterMode,
+which are per thread) runs the groups one after another.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 from rlan.model.canvas import CanvasGroup
 from rlan.model.dropout import drawing_from
@@ -41,6 +43,12 @@ MAX_LANE_LOAD = 1.12
 MAX_SPLITS = 1
 
 
+def _thread_local_state() -> bool:
+    """True under state the lanes' threads would not see: autocast, or a dispatch mode (FlopCounterMode,
+    which would then miss the lanes' FLOPs)."""
+    return torch.is_autocast_enabled("cpu") or _get_current_dispatch_mode() is not None
+
+
 def group_cost(group: CanvasGroup) -> float:
     return len(group.index) * group.side**2 + GROUP_COST_CELLS
 
@@ -50,13 +58,7 @@ def plan_lanes(groups: list[CanvasGroup], device: torch.device) -> tuple[list[Ca
     another. Lanes need the work spread evenly, so the costliest group of two or more samples is split in
     halves (samples are computed independently: the same result) until it is, or is given up on."""
     threads = torch.get_num_threads()
-    if (
-        not ENABLED
-        or len(groups) < 2
-        or threads < 2
-        or device.type != "cpu"
-        or torch.is_autocast_enabled("cpu")
-    ):
+    if not ENABLED or len(groups) < 2 or threads < 2 or device.type != "cpu" or _thread_local_state():
         return groups, 1
     lanes, planned = min(len(groups), threads), list(groups)
     for _ in range(MAX_SPLITS + 1):
@@ -94,8 +96,14 @@ def run_groups(
     seeds = torch.randint(0, 2**62, (len(calls),)).tolist() if random else [0] * len(calls)
     schedule = _schedule(costs, lanes)
     trainable = [p for p in params if p.requires_grad]
-    if not torch.is_grad_enabled() or not trainable:
-        return _in_lanes(schedule, lambda i: _forward(calls[i], seeds[i]))
+    grad, inference = torch.is_grad_enabled(), torch.is_inference_mode_enabled()
+    if not grad or not trainable:
+
+        def job(i):  # the caller's modes, which threads do not inherit
+            with torch.inference_mode(inference), torch.set_grad_enabled(grad):
+                return _forward(calls[i], seeds[i])
+
+        return _in_lanes(schedule, job)
     plan = _Plan(calls, seeds, schedule)
     out = _GroupsInLanes.apply(plan, *trainable)
     bounds = [sum(plan.counts[:i]) for i in range(len(plan.counts) + 1)]

@@ -126,3 +126,21 @@ def test_lanes_need_two_threads_and_an_even_spread_which_splitting_a_group_can_g
     planned, count = lanes.plan_lanes(hopeless, cpu)
     assert planned is hopeless and count == 1
     assert lanes.plan_lanes([group(20, 8)], cpu)[1] == 1
+
+
+@two_threads
+def test_flops_are_counted_with_the_groups_in_turn_and_inference_mode_reaches_the_lanes(
+    mixed_batch, counted_lanes
+):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = small_model(dropout=0.0).eval()
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        run_on_batch(model, mixed_batch, STAGES)
+    assert not counted_lanes and counter.get_total_flops() > 0  # a lane's ops would escape the counter
+    with torch.no_grad():
+        plain = run_on_batch(model, mixed_batch, STAGES)
+    with torch.inference_mode():
+        inferred = run_on_batch(model, mixed_batch, STAGES)
+    assert counted_lanes == [2, 2] and inferred.logits.is_inference()
+    assert torch.allclose(inferred.logits, plain.logits, atol=1e-6)

@@ -2,8 +2,9 @@
 
 A product is timed two ways on the CPU: as a matmul (torch sends it to MKL's sgemm) and as the 1x1
 convolution it equals (oneDNN, which runs the step's convolutions). On Intel CPUs the two are close; on
-AMD ones MKL takes its AVX2 kernels and oneDNN its AVX-512 ones, about twice as fast (2026-12-06: 207 vs 400
-GFLOP/s at 2048), so the step's share is taken of the faster: a matmul-only peak made it read 126%.
+AMD ones MKL takes its AVX2 kernels and oneDNN its AVX-512 ones, about twice as fast (`python -m bench
+--quick` on 2026-12-06: 220 vs 406 GFLOP/s), so the step's share is taken of the faster: a matmul-only
+peak made it read 126%.
 """
 
 from __future__ import annotations

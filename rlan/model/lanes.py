@@ -1,8 +1,8 @@
 """A batch's canvas groups computed side by side on the CPU, each on one intra-op thread of its own.
 
 Each canvas group (rlan/model/canvas.py) is a whole forward and backward of its own, and most are one to
-three samples: too small for torch's intra-op threads to share each kernel well (the step on the
-side-by-side's batches ran 1.65x faster on 2 threads than on 1). Here the groups are spread over
+three samples: too small for torch's intra-op threads to share each kernel well (two threads ran the
+step only 1.65x faster than one, docs/performance.md). Here the groups are spread over
 `lanes` threads of one intra-op thread each (the largest first, onto the least loaded lane), the forward
 and, through one autograd Function, the backward. `python -m bench.interleaved --variant "canvas groups
 one after another"` measures it.
@@ -28,7 +28,7 @@ from rlan.model.canvas import CanvasGroup
 from rlan.model.dropout import drawing_from
 
 Outputs = tuple[torch.Tensor, ...]
-GroupCall = Callable[..., Outputs]  # a group's differentiable inputs -> its outputs
+GroupCall = Callable[[], Outputs]  # a group's whole forward; its graph reaches only the parameters
 
 ENABLED = os.environ.get("RLAN_CANVAS_LANES", "1") != "0"
 _pools: dict[int, ThreadPoolExecutor] = {}

@@ -102,7 +102,7 @@ class RLAN(nn.Module):
             parts.append(RLANOutput(result[steps - 1], list(result[:steps]), support_maps=None, **fields))
             maps.append(result[steps + len(LANE_FIELDS)])
             deltas.append(result[len(result) - lora_count :] if lora_count else ())
-        inverse = torch.argsort(torch.cat([g.index for g in groups]))
+        inverse = batch_order(groups)
         support_maps = torch.cat(maps).index_select(0, inverse)
         lora = None
         if layouts[0]["lora"]:
@@ -207,6 +207,11 @@ class RLAN(nn.Module):
         )
 
 
+def batch_order(groups: list[CanvasGroup]) -> torch.Tensor:
+    """The permutation that puts the groups' concatenated samples back in batch order."""
+    return torch.argsort(torch.cat([g.index for g in groups]))
+
+
 def merge_canvas_groups(
     parts: list[RLANOutput],
     groups: list[CanvasGroup],
@@ -220,7 +225,7 @@ def merge_canvas_groups(
     Maps are cropped to it, or zero past a group's canvas (the losses and decoding read only each
     sample's own S x S); centroids are rescaled from the group's canvas units to the batch's.
     """
-    inverse = torch.argsort(torch.cat([g.index for g in groups]))
+    inverse = batch_order(groups)
 
     def joined(tensors: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(tensors).index_select(0, inverse)

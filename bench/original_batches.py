@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from bench.flops import step_flops
 from bench.stats import load_average
 from bench.train import peak_rss_mb
 from bench.workload import Shape, TrainStep, build_model, pad_batch
@@ -78,6 +79,13 @@ def measure(shape: Shape, canvas: str, warmup: int, steps: int, seed: int) -> di
     }
 
 
+def count_flops(shape: Shape, canvas: str, count: int, seed: int) -> dict:
+    """FLOPs of each batch's training step (bench.flops.step_flops), in batch order; nothing is timed."""
+    step = TrainStep(build_model(shape))
+    flops = [step_flops(step, batch) for batch in original_batches(shape.batch, count, canvas, seed)]
+    return {"impl": "this project", "canvas": canvas, "step_flops": flops}
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="python -m bench.original_batches")
     p.add_argument("--hidden", type=int, default=128)
@@ -98,11 +106,19 @@ def main(argv: list[str] | None = None) -> None:
         default=(),
         help="model.canvas_sides instead of the default, e.g. 10,20,30",
     )
+    p.add_argument(
+        "--count-flops",
+        action="store_true",
+        help="count each batch's step FLOPs (warm-up batches included) instead of timing",
+    )
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     shape = Shape(
         args.hidden, batch=args.batch, canvas="fixed", batch_canvas=args.batch_canvas, sides=args.canvas_sides
     )
+    if args.count_flops:
+        print(json.dumps(count_flops(shape, args.canvas, args.warmup + args.steps, args.seed)))
+        return
     print(json.dumps(measure(shape, args.canvas, args.warmup, args.steps, args.seed)))
 
 

@@ -18,9 +18,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from bench.flops import conv_product_rate, fp32_peak, matmul_rate
 from bench.stats import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
+BATCH = 8  # both sides' batch (the driver's default and bench.original_batches')
 # label, the original's padding, our canvas, whether our model computes each sample on a canvas of its own
 # (model.canvas_sides, the default) or on the batch's, as the original does (the same work on both sides).
 # Rows with the same padding share that round's measurement of the original.
@@ -77,9 +79,43 @@ def ours(
     return run_json(cmd, ROOT, timeout)
 
 
+def original_flops(folder: Path, padding: str, count: int, hidden: int, threads: int, timeout: float) -> dict:
+    """The original's FLOPs per batch (bench/original_flops.py, run by the folder's interpreter)."""
+    cmd = [
+        str(folder / "venv/bin/python"), str(ROOT / "bench" / "original_flops.py"), "--folder", str(folder),
+        "--padding", padding, "--steps", str(count), "--hidden", str(hidden), "--threads", str(threads),
+    ]  # fmt: skip
+    return run_json(cmd, folder, timeout)
+
+
+def our_flops(canvas: str, own_canvas: bool, count: int, hidden: int, timeout: float) -> dict:
+    cmd = [
+        sys.executable, "-m", "bench.original_batches", "--canvas", canvas, "--hidden", str(hidden),
+        "--warmup", "0", "--steps", str(count), "--count-flops", *([] if own_canvas else ["--batch-canvas"]),
+    ]  # fmt: skip
+    return run_json(cmd, ROOT, timeout)
+
+
+def product_rates() -> dict:
+    """This machine's fp32 product rates now (bench/flops.py): the peak the achieved FLOP/s are shares of."""
+    rates = {"matmul_fp32_gflops": matmul_rate(), "conv1x1_fp32_gflops": conv_product_rate()}
+    return {**rates, "peak_gflops": fp32_peak(rates)}
+
+
 def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hidden: int = 128,
             threads: int = 2, timeout: float = 1800.0) -> dict:  # fmt: skip
     check_folder(folder)
+    count = warmup + steps
+    # FLOPs depend only on the batch, so each side counts them once, outside the timed rounds.
+    flops: dict[str, dict[str, dict]] = {}
+    counted_original: dict[str, dict] = {}
+    for label, padding, canvas, own_canvas in SHAPES:
+        if padding not in counted_original:
+            counted_original[padding] = original_flops(folder, padding, count, hidden, threads, timeout)
+        flops[label] = {"original": counted_original[padding],
+                        "ours": our_flops(canvas, own_canvas, count, hidden, timeout)}  # fmt: skip
+    print("[vs-original] FLOPs counted; timing", file=sys.stderr, flush=True)
+    rates_before = product_rates()
     runs: dict[str, dict[str, list[dict]]] = {label: {"original": [], "ours": []} for label, *_ in SHAPES}
     for r in range(rounds):
         original_now: dict[str, dict] = {}  # this round's original measurement per padding
@@ -99,12 +135,26 @@ def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hid
                 rate = result.get("train_samples_per_s")
                 shown = f"{rate:.2f} samples/s" if rate else result.get("error", "?")
                 print(f"[vs-original] round {r + 1} {label} {side}: {shown}", file=sys.stderr, flush=True)
-    rows = [row(label, runs[label]) for label, *_ in SHAPES]
+    rates = {"before": rates_before, "after": product_rates()}
+    peak = max(rates["before"]["peak_gflops"], rates["after"]["peak_gflops"])
+    rows = [row(label, runs[label], flops[label], warmup, peak) for label, *_ in SHAPES]
     return {"rounds": rounds, "warmup": warmup, "steps": steps, "hidden": hidden, "threads": threads,
-            "load_after": load_average(), "rows": rows, "runs": runs}  # fmt: skip
+            "load_after": load_average(), "product_rates": rates, "peak_gflops": peak, "rows": rows,
+            "runs": runs, "flops": flops}  # fmt: skip
 
 
-def row(label: str, sides: dict[str, list[dict]]) -> dict:
+def achieved_gflops(run: dict, step_flops: list[int] | None, warmup: int) -> float | None:
+    """A run's FLOP/s over its timed steps: their batches' FLOPs over their summed times, in GFLOP/s."""
+    times = run.get("step_times_s")
+    if not times or not step_flops or len(step_flops) < warmup + len(times):
+        return None
+    return sum(step_flops[warmup : warmup + len(times)]) / sum(times) / 1e9
+
+
+def row(
+    label: str, sides: dict[str, list[dict]], flops: dict[str, dict] | None = None, warmup: int = 0,
+    peak: float | None = None,
+) -> dict:  # fmt: skip
     def median(side: str, key: str) -> float | None:
         values = [r[key] for r in sides[side] if isinstance(r.get(key), int | float)]
         return statistics.median(values) if values else None
@@ -124,6 +174,20 @@ def row(label: str, sides: dict[str, list[dict]]) -> dict:
     }
     if result["original"] and result["ours"]:
         result["ratio"] = result["ours"] / result["original"]
+    for side in sides:
+        count = (flops or {}).get(side, {})
+        if "error" in count:
+            result["errors"].append(f"{side} FLOP count: {count['error']}")
+        counted = count.get("step_flops")
+        if not counted:
+            continue
+        timed = counted[warmup:] or counted
+        result[f"{side}_gflop_per_sample"] = statistics.mean(timed) / BATCH / 1e9
+        rates = [g for r in sides[side] if (g := achieved_gflops(r, counted, warmup)) is not None]
+        if rates:
+            result[f"{side}_gflops"] = statistics.median(rates)
+            if peak:
+                result[f"{side}_peak_share"] = result[f"{side}_gflops"] / peak
     return result
 
 
@@ -158,4 +222,37 @@ def table(results: dict) -> list[str]:
         )
         if r["errors"]:
             lines.append(f"  errors: {'; '.join(r['errors'])}")
+    if any("ours_gflops" in r or "original_gflops" in r for r in results["rows"]):
+        lines += ["", *flops_table(results)]
+    return lines
+
+
+def flops_table(results: dict) -> list[str]:
+    """Each side's FLOPs (torch.utils.flop_counter, the same counter) and their share of this machine's
+    fp32 product rate, measured before and after the rounds (the higher of the two is the peak)."""
+
+    def f(v, spec=".1f"):
+        return "n/a" if v is None else format(v, spec)
+
+    rates = results.get("product_rates", {})
+    measured = "; ".join(
+        f"{when}: matmul (MKL) {f(r['matmul_fp32_gflops']['median'], '.0f')}, as a 1x1 convolution (oneDNN) "
+        f"{f(r['conv1x1_fp32_gflops']['median'], '.0f')}"
+        for when, r in rates.items()
+    )
+    lines = [
+        f"FLOPs and the fp32 product rate (GFLOP/s, 2048^3; {measured or 'not measured'}): peak "
+        f"{f(results.get('peak_gflops'), '.0f')}",
+        "| shape | original GFLOP/sample | this project | original GFLOP/s | this project | original % peak "
+        "| this project % peak |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in results["rows"]:
+        share = {side: r.get(f"{side}_peak_share") for side in ("original", "ours")}
+        lines.append(
+            f"| {r['shape']} | {f(r.get('original_gflop_per_sample'))} | {f(r.get('ours_gflop_per_sample'))} | "
+            f"{f(r.get('original_gflops'), '.0f')} | {f(r.get('ours_gflops'), '.0f')} | "
+            f"{f(share['original'] and 100 * share['original'], '.0f')}% | "
+            f"{f(share['ours'] and 100 * share['ours'], '.0f')}% |"
+        )
     return lines

@@ -1,6 +1,7 @@
 """The side-by-side's batches: the original driver's rule (sorted ids, Random(0) shuffle, consecutive tasks,
 test pair 0 from every demo, no augmentation), padded as the original pads; and its table."""
 
+import json
 import random
 
 import pytest
@@ -66,3 +67,46 @@ def test_our_side_reports_the_canvas_each_sample_is_computed_on():
     assert vs_original.rms_side(own["computed_sides"]) < 30
     coarse = measure(Shape(hidden=16, clues=2, steps=2, batch=3, sides=(30,)), "fixed", 0, 1, 0)
     assert coarse["model_canvas_sides"] == [30] and coarse["computed_sides"] == [[30, 30, 30]]
+
+
+def test_each_side_s_flops_per_batch_give_its_share_of_the_peak():
+    from bench.original_batches import count_flops
+
+    shape = Shape(hidden=16, clues=2, steps=2, batch=2)
+    timed = measure(shape, "batch-max", warmup=1, steps=2, seed=0)
+    counted = count_flops(shape, "batch-max", 3, seed=0)["step_flops"]
+    assert len(counted) == 3 and all(f > 0 for f in counted) and counted[1] != counted[2]
+    original = {"train_samples_per_s": 1.0, "step_times_s": [2.0, 2.0], "canvas_sides": timed["canvas_sides"]}
+    flops = {"ours": {"step_flops": counted}, "original": {"step_flops": [0, 3e9, 5e9]}}
+    row = vs_original.row("batch max", {"original": [original], "ours": [timed]}, flops, warmup=1, peak=10.0)
+    assert row["ours_gflops"] == pytest.approx(sum(counted[1:]) / sum(timed["step_times_s"]) / 1e9)
+    assert row["original_gflops"] == pytest.approx(2.0) and row["original_peak_share"] == pytest.approx(0.2)
+    assert row["original_gflop_per_sample"] == pytest.approx(4.0 / vs_original.BATCH)
+    results = {"rounds": 1, "hidden": 16, "warmup": 1, "steps": 2, "threads": 2, "rows": [row], "peak_gflops": 10.0}
+    assert "| batch max | 0.5 |" in "\n".join(vs_original.table(results))  # 4 GFLOP over 8 samples
+    assert "| 2 |" in "\n".join(vs_original.flops_table(results)) and "| 20% |" in "\n".join(vs_original.table(results))
+
+
+def test_the_original_s_flops_are_counted_per_optimizer_step(tmp_path, capsys):
+    # A stand-in for the side-by-side folder's driver (the original is not in CI): its main() trains one
+    # linear layer with AdamW for --steps steps, reading sys.argv as the real driver does.
+    (tmp_path / "orig_driver.py").write_text(
+        "import sys, torch\n"
+        "def main():\n"
+        "    steps = int(sys.argv[sys.argv.index('--steps') + 1])\n"
+        "    layer = torch.nn.Linear(8, 16, bias=False)\n"
+        "    opt = torch.optim.AdamW(layer.parameters())\n"
+        "    for i in range(steps):\n"
+        "        layer(torch.randn(4 * (i + 1), 8)).sum().backward()\n"
+        "        opt.step()\n"
+        "        opt.zero_grad()\n"
+        "    print('{\"impl\": \"driver\"}')\n"
+    )
+    from bench import original_flops
+
+    original_flops.main(["--folder", str(tmp_path), "--steps", "2"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1  # the driver's own output went to stderr
+    result = json.loads(out[0])
+    # forward 2*rows*8*16, the weight gradient as much again (the input needs none)
+    assert result["step_flops"] == [2 * 2 * 4 * 8 * 16, 2 * 2 * 8 * 8 * 16]

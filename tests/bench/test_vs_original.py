@@ -82,9 +82,19 @@ def test_each_side_s_flops_per_batch_give_its_share_of_the_peak():
     assert row["ours_gflops"] == pytest.approx(sum(counted[1:]) / sum(timed["step_times_s"]) / 1e9)
     assert row["original_gflops"] == pytest.approx(2.0) and row["original_peak_share"] == pytest.approx(0.2)
     assert row["original_gflop_per_sample"] == pytest.approx(4.0 / vs_original.BATCH)
-    results = {"rounds": 1, "hidden": 16, "warmup": 1, "steps": 2, "threads": 2, "rows": [row], "peak_gflops": 10.0}
+    results = {
+        "rounds": 1,
+        "hidden": 16,
+        "warmup": 1,
+        "steps": 2,
+        "threads": 2,
+        "rows": [row],
+        "peak_gflops": 10.0,
+    }
     assert "| batch max | 0.5 |" in "\n".join(vs_original.table(results))  # 4 GFLOP over 8 samples
-    assert "| 2 |" in "\n".join(vs_original.flops_table(results)) and "| 20% |" in "\n".join(vs_original.table(results))
+    assert "| 2 |" in "\n".join(vs_original.flops_table(results)) and "| 20% |" in "\n".join(
+        vs_original.table(results)
+    )
 
 
 def test_the_original_s_flops_are_counted_per_optimizer_step(tmp_path, capsys):
@@ -100,7 +110,7 @@ def test_the_original_s_flops_are_counted_per_optimizer_step(tmp_path, capsys):
         "        layer(torch.randn(4 * (i + 1), 8)).sum().backward()\n"
         "        opt.step()\n"
         "        opt.zero_grad()\n"
-        "    print('{\"impl\": \"driver\"}')\n"
+        '    print(\'{"impl": "driver"}\')\n'
     )
     from bench import original_flops
 
@@ -110,3 +120,24 @@ def test_the_original_s_flops_are_counted_per_optimizer_step(tmp_path, capsys):
     result = json.loads(out[0])
     # forward 2*rows*8*16, the weight gradient as much again (the input needs none)
     assert result["step_flops"] == [2 * 2 * 4 * 8 * 16, 2 * 2 * 8 * 8 * 16]
+
+
+def test_the_profile_splits_the_time_into_products_other_operators_and_the_rest():
+    import torch
+    import torch.nn.functional as F
+    from torch.profiler import profile
+
+    from bench.profile_step import kinds, kinds_lines
+
+    x, w = torch.randn(2, 8, 12, 12), torch.randn(8, 8, 3, 3)
+    with profile() as prof:
+        (F.conv2d(x, w, padding=1).relu() @ torch.randn(12, 12)).sum()
+    split = kinds(prof.key_averages(), wall_s=10.0)
+    assert split["products"] > 0 and split["other operators"] > 0
+    assert sum(split.values()) == pytest.approx(10.0)
+    lines = kinds_lines(
+        {"products": 3.0, "other operators": 1.0, "outside operators": 1.0}, 300e9, 200.0, 1, 4.0
+    )
+    assert "products 3.00 s (60%)" in lines[0]
+    assert "100 GFLOP/s" in lines[1] and "60% x 50% = 30%" in lines[1]
+    assert "took 4.00 s (profiled 5.00 s): 75 GFLOP/s, 38% of the peak" in lines[2] and "most 75%" in lines[2]

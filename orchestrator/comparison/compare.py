@@ -16,6 +16,7 @@ from pathlib import Path
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 
+from orchestrator.comparison.chance import chance_check
 from orchestrator.comparison.records import (  # noqa: F401  (re-exported: compare's public API)
     DEFAULT_METRIC,
     DEFAULT_MODE,
@@ -103,6 +104,7 @@ def compare_sweep(
     )
     if study is not None and comparison.importance is not None:
         comparison.importance_note += " of the sweep's Optuna study"
+    comparison.chance = chance_check(trials, knobs)
     if out is not None:
         csv_text = format_comparison(comparison, "csv")
         write_report(comparison, client, Path(out), top, csv_text, distributions, study)

@@ -7,9 +7,10 @@ import csv
 import io
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from orchestrator.comparison.chance import ChanceCheck
 from rlan.config import ConfigError
 from rlan.diagnostics import COMPARE_KEYS, SCORE_DEFINITION
 
@@ -49,6 +50,7 @@ class SweepComparison:
     importance_note: str  # how importance was computed, or why it is unavailable
     files: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    chance: ChanceCheck | None = None  # whether the knob effects stand out from shuffled scores
 
     @property
     def best(self) -> Trial | None:
@@ -124,6 +126,7 @@ def _as_json(c: SweepComparison) -> dict[str, Any]:
         "best_config": c.best_config_yaml,
         "importance": c.importance,
         "importance_note": c.importance_note,
+        "chance": asdict(c.chance) if c.chance else None,
         "files": c.files,
         "notes": c.notes,
     }
@@ -158,6 +161,8 @@ def _table(c: SweepComparison) -> str:
         text.append(f"importance ({c.importance_note}): {ranked}")
     else:
         text.append(f"importance {c.importance_note}")
+    if c.chance is not None:
+        text.append(c.chance.note())
     text += [f"note: {note}" for note in c.notes]
     text += [f"wrote {path}" for path in c.files]
     if c.best_config_yaml:

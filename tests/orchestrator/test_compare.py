@@ -1,12 +1,15 @@
 import csv
 import io
 import json
+import math
+import random
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from orchestrator.comparison.compare import CompareError, compare_sweep, format_comparison
+from orchestrator.comparison.chance import chance_check
+from orchestrator.comparison.compare import CompareError, Trial, compare_sweep, format_comparison
 from orchestrator.comparison.report import OPTUNA_PLOTS, parameter_importance
 from orchestrator.sweeps.search_space import parse_search_space
 from orchestrator.tracking.run_logger import RunLogger
@@ -236,10 +239,42 @@ def test_without_a_search_space_tag_the_knobs_are_the_params_that_vary(sweep):
     result = compare_sweep(sweep[0], "seeds")
     assert result.knobs == ["training.seed"]
     assert [t.trial_id for t in result.trials] == ["s2", "s1", "s0"]
-    assert result.importance == {"training.seed": 1.0}
+    assert result.importance == {"training.seed": 1.0}  # Optuna's importances always sum to 1...
+    assert "could be noise" in result.chance.note()  # ...which is why the chance check is there
 
 
 def test_the_table_says_what_score_is(sweep):
     text = format_comparison(compare_sweep(sweep[0], "demo", metric="score"))
     assert SCORE_DEFINITION in text and "no training loss" in SCORE_DEFINITION
     assert SCORE_DEFINITION not in format_comparison(compare_sweep(sweep[0], "demo"))
+
+
+# ------------------------------------------------------------------------------------ chance
+def test_the_comparison_says_when_its_knob_ranking_could_be_noise(sweep, comparison):
+    check = comparison.chance
+    assert check.trials == 3 and check.knob in comparison.knobs
+    assert check.note() in format_comparison(comparison)
+    assert json.loads(format_comparison(comparison, "json"))["chance"]["p_value"] == check.p_value
+    # three scores have six orderings, so no effect is rarer than 1 in 3: never "unlikely to be noise"
+    assert check.p_value >= 1 / 3 - 1e-9 and "could be noise" in check.note()
+
+
+def test_a_knob_that_sets_the_score_stands_out_and_unrelated_knobs_do_not():
+    rng = random.Random(0)
+
+    def trial(value, knobs):
+        return Trial("run", "trial", "FINISHED", "completed", value, 3, knobs, {}, {})
+
+    knobs = [{"lr": rng.uniform(1e-4, 1e-2), "arch": rng.choice(["a", "b"])} for _ in range(16)]
+    noise = [trial(rng.gauss(0, 1), k) for k in knobs]
+    by_lr = [trial(math.log(k["lr"]) + rng.gauss(0, 0.2), k) for k in knobs]
+    by_arch = [trial(float(k["arch"] == "a") + rng.gauss(0, 0.1), k) for k in knobs]
+    names = ["lr", "arch"]
+    assert chance_check(noise, names).p_value >= 0.05
+    assert "could be noise" in chance_check(noise, names).note()
+    assert chance_check(noise, names) == chance_check(noise, names)  # seeded: the same p each time
+    for trials, knob in ((by_lr, "lr"), (by_arch, "arch")):
+        check = chance_check(trials, names)
+        assert check.knob == knob and check.p_value < 0.01 and "unlikely to be noise" in check.note()
+    assert chance_check(noise[:2], names) is None
+    assert chance_check([trial(0.5, k) for k in knobs], names) is None  # all scores equal

@@ -206,7 +206,9 @@ def run_train(
             "rlan.gpus_per_worker": gpus_per_worker,
         }
     )
-    callback = MlflowTrainCallback(recorder.tracking_uri, recorder.run_id)
+    callback = MlflowTrainCallback(
+        recorder.tracking_uri, recorder.run_id, train_folder=f"{storage.rstrip('/')}/{name}", storage=storage
+    )
     trainer = build_torch_trainer(
         config, name=name, storage=storage, workers=workers, use_gpu=gpus_per_worker > 0,
         cpus_per_worker=cpus_per_worker, gpus_per_worker=gpus_per_worker or None, max_failures=max_failures,

@@ -11,6 +11,7 @@ from typing import Any
 from ray.train import UserCallback
 
 from orchestrator.runs.debug import epoch_line
+from orchestrator.tracking.artifacts import checkpointed_metrics
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.retries import TrackingUnavailable
 from orchestrator.tracking.uri import run_tags
@@ -44,11 +45,16 @@ class MlflowTrainCallback(UserCallback):
     """Rank 0's metrics of each report to one MLflow run (step = epoch, 1-based); runs in the controller.
 
     Epochs already in the run are skipped (the recorder's rule): a restarted worker group re-reports from its
-    checkpoint.
+    checkpoint. An epoch that never reached this callback (the controller died with the driver's node after
+    Train kept the epoch's checkpoint, so the re-run command resumes after it) is read back from the Train
+    run's kept checkpoints, each of which holds the metrics of the epoch it ends; one that no checkpoint
+    holds is named in the run's `rlan.metrics_gap` tag. train_folder: the Train run's folder
+    (<storage>/<name>); storage: the storage root, for cloud checkpoints.
     """
 
-    def __init__(self, tracking_uri: str, run_id: str):
+    def __init__(self, tracking_uri: str, run_id: str, train_folder: str = "", storage: str = ""):
         self.tracking_uri, self.run_id = tracking_uri, run_id
+        self.train_folder, self.storage = train_folder, storage
         self._recorder: RunRecorder | None = None
 
     def __getstate__(self) -> dict[str, Any]:  # the client is opened where the callback runs
@@ -61,12 +67,27 @@ class MlflowTrainCallback(UserCallback):
         try:
             if self._recorder is None:
                 self._recorder = RunRecorder.attach(self.tracking_uri, self.run_id)
+            if step > self._recorder.last_step + 1:
+                self._recover(range(self._recorder.last_step + 1, step))
             self._recorder.log_epoch(step, metrics[0])  # buffered by RunLogger if MLflow is down
         except TrackingUnavailable as exc:
             # An exception here would fail the whole Train run: training goes on, the gap is reported.
             print(f"rlan: MLflow unavailable, epoch {step} not logged: {exc}", file=sys.stderr, flush=True)
             if self._recorder is not None:
                 self._recorder.note_gap([step])
+
+    def _recover(self, missing: range) -> None:
+        """The missing epochs that the kept checkpoints hold, queued before the report's own epoch; what
+        they do not hold the recorder notes as the gap."""
+        if not self.train_folder:
+            return
+        try:
+            found = checkpointed_metrics(self.train_folder, missing, self.storage)
+        except Exception as exc:  # an unreadable checkpoint leaves the gap, never fails the Train run
+            print(f"rlan: epochs {missing.start}-{missing.stop - 1} not recovered: {exc}", file=sys.stderr)
+            return
+        for epoch in sorted(found):
+            self._recorder.record(epoch, found[epoch])
 
 
 class EpochPrinter(threading.Thread):

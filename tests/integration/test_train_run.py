@@ -17,7 +17,7 @@ from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 from orchestrator.runs.train import failure_line, run_train, worker_state
 from orchestrator.runs.train_tracking import MlflowTrainCallback
 from orchestrator.tracking.names import sanitize_key
-from orchestrator.tracking.run_logger import RunLogger
+from orchestrator.tracking.run_logger import GAP_TAG, RunLogger
 from rlan import engine
 from rlan.data import ArcTrainingDataset, make_train_loader, set_loader_epoch, training_tasks
 from tests.conftest import tiny
@@ -174,3 +174,28 @@ def test_a_worker_group_error_reads_as_the_workers_exception():
     )
     error = WorkerGroupError("rank 1 failed", {1: wrapped})
     assert failure_line(error) == "worker 1: ValueError: bad grid"
+
+
+def test_an_epoch_whose_report_died_after_its_checkpoint_is_read_back_from_it(tmp_path):
+    # The controller died with the driver's node after Train kept epoch 2's checkpoint, before the callback
+    # logged epoch 2; the re-run command resumes at epoch 3. The checkpoint holds epoch 2's metrics.
+    uri = f"sqlite:///{tmp_path}/mlruns.db"
+    run_id = RunLogger(uri, "callbacks").run_id
+    storage = tmp_path / "ray"
+    folder = storage / "rlan-train-abc"
+    for index, epoch in enumerate((1, 2)):
+        kept = folder / f"checkpoint_2026-12-07_10-00-0{index}.{index}"
+        kept.mkdir(parents=True)
+        metrics = {"epoch": float(epoch), "train/loss": 2.0 / epoch}
+        state = {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "last_metrics": metrics}
+        torch.save(state, kept / "checkpoint.pt")
+    first = MlflowTrainCallback(uri, run_id, str(folder), str(storage))
+    first.after_report(None, [{"epoch": 1.0, "train/loss": 2.0}], None)
+    restarted = pickle.loads(pickle.dumps(MlflowTrainCallback(uri, run_id, str(folder), str(storage))))
+    restarted.after_report(None, [{"epoch": 3.0, "train/loss": 0.5}], None)
+    client = MlflowClient(uri)
+    history = client.get_metric_history(run_id, "train/loss")
+    assert sorted((m.step, m.value) for m in history) == [(1, 2.0), (2, 1.0), (3, 0.5)]
+    assert GAP_TAG not in client.get_run(run_id).data.tags
+    restarted.after_report(None, [{"epoch": 5.0, "train/loss": 0.4}], None)  # no checkpoint holds epoch 4
+    assert client.get_run(run_id).data.tags[GAP_TAG] == "4"

@@ -8,6 +8,9 @@ create_model / create_loss / create_optimizer step). Both sides take the batches
 bench/original_batches.py) with the same canvas rule: 30 x 30, and the batch's largest grid. Each side
 warms up on the first batches, then times one step per batch; its figure is the median step. Every
 measurement is its own process, and the order flips each round (ABBA), so a drift in machine load hits both.
+Before the rounds each side's FLOPs are counted per batch by the same counter (torch.utils.flop_counter; the
+original's through bench/original_flops.py under the folder's interpreter), so each run's FLOP/s is its
+batches' FLOPs over its step times, and its share is of the fp32 product rate measured before and after.
 """
 
 from __future__ import annotations

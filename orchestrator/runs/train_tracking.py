@@ -11,7 +11,6 @@ from typing import Any
 from ray.train import UserCallback
 
 from orchestrator.runs.debug import epoch_line
-from orchestrator.tracking.artifacts import checkpointed_metrics
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.retries import TrackingUnavailable
 from orchestrator.tracking.uri import run_tags
@@ -67,27 +66,17 @@ class MlflowTrainCallback(UserCallback):
         try:
             if self._recorder is None:
                 self._recorder = RunRecorder.attach(self.tracking_uri, self.run_id)
-            if step > self._recorder.last_step + 1:
-                self._recover(range(self._recorder.last_step + 1, step))
+            if step > self._recorder.last_step + 1 and self.train_folder:
+                missing = range(self._recorder.last_step + 1, step)
+                self._recorder.recover_from_checkpoints(
+                    self.train_folder, missing, self.storage, "rlan train"
+                )
             self._recorder.log_epoch(step, metrics[0])  # buffered by RunLogger if MLflow is down
         except TrackingUnavailable as exc:
             # An exception here would fail the whole Train run: training goes on, the gap is reported.
             print(f"rlan: MLflow unavailable, epoch {step} not logged: {exc}", file=sys.stderr, flush=True)
             if self._recorder is not None:
                 self._recorder.note_gap([step])
-
-    def _recover(self, missing: range) -> None:
-        """The missing epochs that the kept checkpoints hold, queued before the report's own epoch; what
-        they do not hold the recorder notes as the gap."""
-        if not self.train_folder:
-            return
-        try:
-            found = checkpointed_metrics(self.train_folder, missing, self.storage)
-        except Exception as exc:  # an unreadable checkpoint leaves the gap, never fails the Train run
-            print(f"rlan: epochs {missing.start}-{missing.stop - 1} not recovered: {exc}", file=sys.stderr)
-            return
-        for epoch in sorted(found):
-            self._recorder.record(epoch, found[epoch])
 
 
 class EpochPrinter(threading.Thread):

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 
 from orchestrator.runs.train import CHECKPOINT_RANK
 from orchestrator.sweeps.trial_config import ARM_KEY, PBT_SOURCE, parse_source, trial_config
-from orchestrator.tracking.artifacts import checkpointed_metrics, newest_checkpoint
+from orchestrator.tracking.artifacts import newest_checkpoint
 from orchestrator.tracking.recorder import RunRecorder
 from orchestrator.tracking.retries import TrackingUnavailable, with_retries
 from orchestrator.tracking.uri import TrackingRefused
@@ -127,16 +127,9 @@ class TrialRuns:
         """Epochs that never reached us (a driver that died between Train keeping a checkpoint and Tune
         receiving its epoch; `rlan resume` then starts after it) from the trial's kept checkpoints. What no
         checkpoint holds stays a gap, which `record` notes."""
-        if not self.train_root:
-            return
-        try:
-            found = checkpointed_metrics(f"{self.train_root}/trial-{trial.trial_id}", missing, self.storage)
-        except Exception as exc:  # an unreadable checkpoint leaves the gap, never fails the sweep
-            print(f"[rlan] trial {trial.trial_id}: epochs {missing.start}-{missing.stop - 1} not recovered: {exc}",
-                  file=sys.stderr)  # fmt: skip
-            return
-        for epoch in sorted(found):
-            run.record(epoch, found[epoch])
+        if self.train_root:
+            folder = f"{self.train_root}/trial-{trial.trial_id}"
+            run.recover_from_checkpoints(folder, missing, self.storage, f"trial {trial.trial_id}")
 
     def _send_due(self, idle: bool, shard: int) -> None:
         """Each trial's queued epochs in one request: its first epoch at once, then at most one request per

@@ -7,6 +7,8 @@ A RunRecorder owns, for all three:
   - logging each epoch once (step = epoch, 1-based): an epoch at or below the last one in MLflow is skipped
     (a restarted worker group re-reports from its checkpoint), a jump past it is recorded in `rlan.metrics_gap`;
     `record` queues epochs and `flush` sends them in one request, so a sweep can coalesce them;
+  - epochs whose report was lost (a driver or controller that died after Train kept the epoch's checkpoint)
+    read back from the Train run's kept checkpoints (`recover_from_checkpoints`);
   - buffering through MLflow outages (RunLogger, orchestrator/tracking/run_logger.py);
   - the learning curves, over the catalogue's curve keys (rlan/diagnostics.py): from the epochs it recorded
     when MLflow held none before it, else read back from the run;
@@ -25,7 +27,7 @@ from typing import Any
 from mlflow import MlflowClient
 
 from orchestrator.tracking import plots
-from orchestrator.tracking.artifacts import local_checkpoint, log_plot_folder
+from orchestrator.tracking.artifacts import checkpointed_metrics, local_checkpoint, log_plot_folder
 from orchestrator.tracking.names import sanitize_key
 from orchestrator.tracking.retries import with_retries
 from orchestrator.tracking.run_logger import MAX_PARAM_LENGTH, RunLogger
@@ -148,6 +150,21 @@ class RunRecorder:
                 if key in numeric:
                     self._points.setdefault(key, []).append((epoch, numeric[key]))
         return True
+
+    def recover_from_checkpoints(self, folder: str, missing: range, storage: str, who: str) -> None:
+        """Queue the epochs of `missing` that the Train run at `folder` kept checkpoints of (each holds the
+        metrics of the epoch it ends); the others stay a gap, which the next `record` notes. An unreadable
+        checkpoint is one line on stderr for `who`, never an error: training must go on."""
+        try:
+            found = checkpointed_metrics(folder, missing, storage)
+        except Exception as exc:
+            print(
+                f"[rlan] {who}: epochs {missing.start}-{missing.stop - 1} not recovered: {exc}",
+                file=sys.stderr,
+            )
+            return
+        for epoch in sorted(found):
+            self.record(epoch, found[epoch])
 
     @property
     def queued(self) -> bool:

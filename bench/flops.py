@@ -75,6 +75,12 @@ def conv_product_rate(
     return _loop_rate(lambda: F.conv2d(rows, kernel), 2 * size**3, repeats, seconds)
 
 
+def fp32_rates() -> dict:
+    """Both fp32 product rates now, and the faster as the peak: what an achieved FLOP/s is a share of."""
+    rates = {"matmul_fp32_gflops": matmul_rate(), "conv1x1_fp32_gflops": conv_product_rate()}
+    return {**rates, "peak_gflops": fp32_peak(rates)}
+
+
 def fp32_peak(results: dict) -> float:
     """The faster of the run's two fp32 product rates (GFLOP/s medians; 0 when neither was measured)."""
     keys = ("matmul_fp32_gflops", "conv1x1_fp32_gflops")

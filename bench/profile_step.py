@@ -25,7 +25,7 @@ import time
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from bench.flops import conv_product_rate, fp32_peak, matmul_rate, step_flops
+from bench.flops import fp32_rates, step_flops
 from bench.original_batches import original_batches
 from bench.workload import Shape, TrainStep, build_model
 
@@ -48,29 +48,37 @@ def kinds(events, wall_s: float) -> dict[str, float]:
     }
 
 
-def kinds_lines(split: dict[str, float], flops: int, peak: float, threads: int, plain_s: float) -> list[str]:
-    total = sum(split.values())
-    rate = flops / split["products"] / 1e9 if split["products"] else 0.0
-    share = split["products"] / total if total else 0.0
-    lines = [
-        "time by kind: " + "; ".join(f"{k} {v:.2f} s ({100 * v / total:.0f}%)" for k, v in split.items())
-    ]
-    lines.append(
-        f"the products ran at {rate:.0f} GFLOP/s ({flops / 1e9:.0f} GFLOP), {100 * rate / peak:.0f}% of the "
-        f"{peak:.0f} GFLOP/s fp32 product peak on {threads} thread(s); so the step's share of that peak is about "
-        f"{100 * share:.0f}% x {100 * rate / peak:.0f}% = {100 * share * rate / peak:.0f}%"
-    )
+LANES_NOTE = ("the canvas lanes ran, on threads the profiler does not see: for the split by kind, --threads 1 "
+              "or RLAN_CANVAS_LANES=0")  # fmt: skip
+
+
+def kinds_lines(
+    split: dict[str, float] | None, flops: int, peak: float, threads: int, plain_s: float, profiled_s: float = 0.0
+) -> list[str]:  # fmt: skip
+    """The report of --kinds; split None when the lanes ran (their operators were not profiled)."""
+    if split is None:
+        lines = [LANES_NOTE]
+    else:
+        profiled_s = sum(split.values())
+        rate = flops / split["products"] / 1e9 if split["products"] else 0.0
+        share = split["products"] / profiled_s if profiled_s else 0.0
+        lines = [
+            "time by kind: "
+            + "; ".join(f"{k} {v:.2f} s ({100 * v / profiled_s:.0f}%)" for k, v in split.items()),
+            f"the products ran at {rate:.0f} GFLOP/s ({flops / 1e9:.0f} GFLOP), {100 * rate / peak:.0f}% of the "
+            f"{peak:.0f} GFLOP/s fp32 product peak on {threads} thread(s); so the step's share of that peak is "
+            f"about {100 * share:.0f}% x {100 * rate / peak:.0f}% = {100 * share * rate / peak:.0f}%",
+        ]
     # The profiler's own cost per operator call lands mostly outside the operators: the same steps
     # without it give the step's real share.
     achieved = flops / plain_s / 1e9 if plain_s else 0.0
     line = (
-        f"without the profiler the same steps took {plain_s:.2f} s (profiled {total:.2f} s): "
+        f"without the profiler the same steps took {plain_s:.2f} s (profiled {profiled_s:.2f} s): "
         f"{achieved:.0f} GFLOP/s, {100 * achieved / peak:.0f}% of the peak"
     )
-    if split["products"] and plain_s:
+    if split is not None and split["products"] and plain_s:
         line += f"; the products' time is then at most {min(100 * split['products'] / plain_s, 100):.0f}% of the step"
-    lines.append(line)
-    return lines
+    return [*lines, line]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -101,16 +109,14 @@ def main(argv: list[str] | None = None) -> None:
     print(events.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
     if args.kinds:
         flops = sum(step_flops(step, batch) for batch in batches[args.warmup :])
-        peak = fp32_peak({"matmul_fp32_gflops": matmul_rate(), "conv1x1_fp32_gflops": conv_product_rate()})
+        peak = fp32_rates()["peak_gflops"]
         start = time.perf_counter()
         for batch in batches[args.warmup :]:
             step(batch)
         plain = time.perf_counter() - start
-        lines = kinds_lines(kinds(events, wall), flops, peak, args.threads, plain)
-        if any(e.key == "_GroupsInLanes" for e in events):  # their operators ran on unprofiled threads
-            lines[:2] = ["the canvas lanes ran, on threads the profiler does not see: for the split by kind, "
-                         "--threads 1 or RLAN_CANVAS_LANES=0"]  # fmt: skip
-        print("\n".join(lines))
+        laned = any(e.key == "_GroupsInLanes" for e in events)
+        split = None if laned else kinds(events, wall)
+        print("\n".join(kinds_lines(split, flops, peak, args.threads, plain, profiled_s=wall)))
 
 
 if __name__ == "__main__":

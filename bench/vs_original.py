@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.flops import conv_product_rate, fp32_peak, matmul_rate
+from bench.flops import fp32_rates
 from bench.stats import load_average
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,12 +99,6 @@ def our_flops(canvas: str, own_canvas: bool, count: int, hidden: int, timeout: f
     return run_json(cmd, ROOT, timeout)
 
 
-def product_rates() -> dict:
-    """This machine's fp32 product rates now (bench/flops.py): the peak the achieved FLOP/s are shares of."""
-    rates = {"matmul_fp32_gflops": matmul_rate(), "conv1x1_fp32_gflops": conv_product_rate()}
-    return {**rates, "peak_gflops": fp32_peak(rates)}
-
-
 def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hidden: int = 128,
             threads: int = 2, timeout: float = 1800.0) -> dict:  # fmt: skip
     check_folder(folder)
@@ -118,7 +112,7 @@ def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hid
         flops[label] = {"original": counted_original[padding],
                         "ours": our_flops(canvas, own_canvas, count, hidden, timeout)}  # fmt: skip
     print("[vs-original] FLOPs counted; timing", file=sys.stderr, flush=True)
-    rates_before = product_rates()
+    rates_before = fp32_rates()
     runs: dict[str, dict[str, list[dict]]] = {label: {"original": [], "ours": []} for label, *_ in SHAPES}
     for r in range(rounds):
         original_now: dict[str, dict] = {}  # this round's original measurement per padding
@@ -138,7 +132,7 @@ def measure(folder: Path, rounds: int = 3, warmup: int = 2, steps: int = 10, hid
                 rate = result.get("train_samples_per_s")
                 shown = f"{rate:.2f} samples/s" if rate else result.get("error", "?")
                 print(f"[vs-original] round {r + 1} {label} {side}: {shown}", file=sys.stderr, flush=True)
-    rates = {"before": rates_before, "after": product_rates()}
+    rates = {"before": rates_before, "after": fp32_rates()}
     peak = max(rates["before"]["peak_gflops"], rates["after"]["peak_gflops"])
     rows = [row(label, runs[label], flops[label], warmup, peak) for label, *_ in SHAPES]
     return {"rounds": rounds, "warmup": warmup, "steps": steps, "hidden": hidden, "threads": threads,
@@ -184,8 +178,7 @@ def row(
         counted = count.get("step_flops")
         if not counted:
             continue
-        timed = counted[warmup:] or counted
-        result[f"{side}_gflop_per_sample"] = statistics.mean(timed) / BATCH / 1e9
+        result[f"{side}_gflop_per_sample"] = statistics.mean(counted[warmup:]) / BATCH / 1e9
         rates = [g for r in sides[side] if (g := achieved_gflops(r, counted, warmup)) is not None]
         if rates:
             result[f"{side}_gflops"] = statistics.median(rates)

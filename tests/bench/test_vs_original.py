@@ -141,3 +141,6 @@ def test_the_profile_splits_the_time_into_products_other_operators_and_the_rest(
     assert "products 3.00 s (60%)" in lines[0]
     assert "100 GFLOP/s" in lines[1] and "60% x 50% = 30%" in lines[1]
     assert "took 4.00 s (profiled 5.00 s): 75 GFLOP/s, 38% of the peak" in lines[2] and "most 75%" in lines[2]
+    laned = kinds_lines(None, 300e9, 200.0, 2, 4.0, profiled_s=4.5)  # the lanes' operators were not profiled
+    assert laned[0].startswith("the canvas lanes ran") and "(profiled 4.50 s)" in laned[1]
+    assert "at most" not in laned[1] and len(laned) == 2

@@ -38,43 +38,43 @@ def _numeric(values: list[Any]) -> bool:
     return all(isinstance(v, int | float) and not isinstance(v, bool) for v in values)
 
 
-def _effect(knob_values: list[Any], score_ranks: np.ndarray) -> float:
-    from scipy import stats  # here, not at import: the GPU machine's packed site has no scipy
-
-    if _numeric(knob_values):
-        knob_ranks = stats.rankdata(knob_values)
-        if np.ptp(knob_ranks) == 0:
-            return 0.0
-        return abs(float(np.corrcoef(knob_ranks, score_ranks)[0, 1]))
-    total = float(((score_ranks - score_ranks.mean()) ** 2).sum())
-    between = 0.0
-    labels = [repr(v) for v in knob_values]
-    for label in set(labels):
-        members = score_ranks[[i for i, x in enumerate(labels) if x == label]]
-        between += len(members) * (members.mean() - score_ranks.mean()) ** 2
-    return between / total if total else 0.0
+def _effect(knob: np.ndarray | list[np.ndarray], score_ranks: np.ndarray) -> float:
+    """knob: a numeric knob's ranks, or a categorical knob's groups (index arrays, one per value)."""
+    if isinstance(knob, np.ndarray):
+        return 0.0 if np.ptp(knob) == 0 else abs(float(np.corrcoef(knob, score_ranks)[0, 1]))
+    centred = score_ranks - score_ranks.mean()
+    total = float((centred**2).sum())
+    between = sum(len(g) * centred[g].mean() ** 2 for g in knob)
+    return float(between) / total if total else 0.0
 
 
 def chance_check(trials: list, knobs: list[str]) -> ChanceCheck | None:
     """The permutation test over the trials that have the metric and every knob; None when fewer than
     three such trials or all their scores are equal (nothing to test)."""
-    from scipy import stats
+    from scipy import stats  # here, not at import: the GPU machine's packed site has no scipy
 
     scored = [t for t in trials if t.value is not None and all(t.knobs.get(k) is not None for k in knobs)]
     if len(scored) < 3 or not knobs or len({t.value for t in scored}) == 1:
         return None
-    columns = {k: [t.knobs[k] for t in scored] for k in knobs}
+    # What does not change with the shuffles, once: each knob's ranks or its groups of trials.
+    prepared: dict[str, np.ndarray | list[np.ndarray]] = {}
+    for k in knobs:
+        values = [t.knobs[k] for t in scored]
+        if _numeric(values):
+            prepared[k] = stats.rankdata(values)
+        else:
+            labels = [repr(v) for v in values]
+            prepared[k] = [np.flatnonzero([x == label for x in labels]) for label in sorted(set(labels))]
 
-    def strongest(scores: np.ndarray) -> float:
+    def effects(scores: np.ndarray) -> dict[str, float]:
         ranks = stats.rankdata(scores)
-        return max(_effect(values, ranks) for values in columns.values())
+        return {k: _effect(knob, ranks) for k, knob in prepared.items()}
 
     scores = np.array([t.value for t in scored], dtype=float)
     result = stats.permutation_test(
-        (scores,), strongest, permutation_type="pairings", vectorized=False, n_resamples=SHUFFLES,
-        alternative="greater", random_state=SEED,
+        (scores,), lambda s: max(effects(s).values()), permutation_type="pairings", vectorized=False,
+        n_resamples=SHUFFLES, alternative="greater", random_state=SEED,
     )  # fmt: skip
-    ranks = stats.rankdata(scores)
-    effects = {k: _effect(values, ranks) for k, values in columns.items()}
-    knob = max(effects, key=effects.get)
-    return ChanceCheck(knob, effects[knob], float(result.pvalue), len(scored))
+    observed = effects(scores)
+    knob = max(observed, key=observed.get)
+    return ChanceCheck(knob, observed[knob], float(result.pvalue), len(scored))

@@ -42,6 +42,10 @@ from rlan.config import RunConfig
 # 1-CPU worker each needed 2.02 of a 2-CPU machine's 2 and ran one at a time (the second driver idled).
 # Tune refuses an empty request, so it asks for one byte of `memory`, a resource every Ray node has.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
+# A finished trial's process runs the next trial (Tune resets a function trainable in place). Each trial
+# otherwise starts a fresh interpreter and imports Tune, Train, torch and this package again: 4.5 s per
+# trial on 2 cores, more than a trial of the tests' tiny config spends training.
+REUSE_ACTORS = True
 
 
 class HealthStopper(Stopper):
@@ -174,6 +178,7 @@ def run_sweep(
             num_samples=1,
             max_concurrent_trials=settings.concurrency,
             scheduler=make_any_scheduler(base, space, settings, grid),
+            reuse_actors=REUSE_ACTORS,
         )
         tuner = tune.Tuner(
             trainable or make_trainable(base, settings),
@@ -197,6 +202,7 @@ def search_tuner(base: RunConfig, space: SearchSpace, settings: SweepSettings, t
         max_concurrent_trials=settings.concurrency,
         search_alg=None if pbt else make_searcher(space, base, settings),
         scheduler=make_any_scheduler(base, space, settings),
+        reuse_actors=REUSE_ACTORS,
     )
     if pbt:
         from ray.tune.search.basic_variant import BasicVariantGenerator

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 from mlflow.tracking import MlflowClient
 
-from orchestrator.runs.train import CHECKPOINT_RANK
+from orchestrator.runs.train_worker import CHECKPOINT_RANK
 from orchestrator.sweeps.trial_config import ARM_KEY, PBT_SOURCE, parse_source, trial_config
 from orchestrator.tracking.artifacts import newest_checkpoint
 from orchestrator.tracking.recorder import RunRecorder

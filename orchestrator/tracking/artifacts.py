@@ -8,16 +8,19 @@ import contextlib
 import json
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from orchestrator.tracking import plots
-from orchestrator.tracking.run_logger import RunLogger
 from rlan.diagnostics import SUMMARY_KEYS
 from rlan.evaluation import QueryResult
 from rlan.model import run_on_batch
 from rlan.schedule import stages_at
+
+if TYPE_CHECKING:  # the Train workers render the final plots: they never import MLflow (train_worker.py)
+    from orchestrator.tracking.run_logger import RunLogger
 
 
 def prediction_rows(results: list[QueryResult], limit: int) -> list[dict]:

@@ -14,8 +14,9 @@ from ray.train import WorkerGroupError
 from ray.train.torch import TorchTrainer
 from ray.train.v2._internal.exceptions import UserExceptionWithTraceback
 
-from orchestrator.runs.train import failure_line, run_train, worker_state
+from orchestrator.runs.train import failure_line, run_train
 from orchestrator.runs.train_tracking import MlflowTrainCallback
+from orchestrator.runs.train_worker import worker_state
 from orchestrator.tracking.names import sanitize_key
 from orchestrator.tracking.run_logger import GAP_TAG, RunLogger
 from rlan import engine

@@ -22,8 +22,8 @@ from bench.flops import step_flops
 from bench.stats import load_average
 from bench.train import peak_rss_mb
 from bench.workload import Shape, TrainStep, build_model, pad_batch
+from rlan.constants import MAX_GRID_SIDE
 from rlan.data import collate_samples, load_tasks
-from rlan.data.constants import MAX_GRID_SIDE
 from rlan.data.dataset import QuerySpec
 from rlan.model.canvas import canvas_for
 

@@ -13,8 +13,8 @@ import torch
 
 from rlan.allocator import keep_freed_memory
 from rlan.config import DataConfig, ModelConfig, TrainingConfig
+from rlan.constants import MAX_GRID_SIDE, OUTSIDE, PAD
 from rlan.data import ArcTrainingDataset, BucketBatchSampler, collate_samples, load_tasks
-from rlan.data.constants import MAX_GRID_SIDE, OUTSIDE, PAD
 from rlan.losses import RLANLoss
 from rlan.model import RLAN, ModelStages, run_on_batch
 from rlan.train_state import make_optimizer

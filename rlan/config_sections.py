@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from rlan.data.constants import MAX_GRID_SIDE
+from rlan.constants import MAX_GRID_SIDE
 from rlan.errors import BadInputError
 
 

@@ -13,6 +13,13 @@ def test_import_rlan_pulls_in_neither_ray_nor_mlflow():
     assert out.stdout.strip() == "[]"
 
 
+def test_the_cli_and_config_loading_import_no_torch():
+    # `rlan --help` and a malformed config answer before torch loads (its import is ~1 s on 2 cores).
+    code = "import sys, orchestrator.cli, rlan.config; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_the_train_worker_module_imports_no_mlflow():
     # Every Ray Train worker process imports it before training (MLflow's import is ~1 s on 2 cores).
     code = "import sys, orchestrator.runs.train_worker; print('mlflow' in sys.modules)"

@@ -1,5 +1,6 @@
 """ARC data: tasks, augmentation with inverses, canvases and batches."""
 
+from rlan.constants import NUM_CLASSES, OUTSIDE, PAD
 from rlan.data.augment import INVERSE_D4, Augmentation, apply_d4, invert_d4, tta_views
 from rlan.data.collate import (
     Sample,
@@ -8,7 +9,6 @@ from rlan.data.collate import (
     encode_target,
     move_batch,
 )
-from rlan.data.constants import NUM_CLASSES, OUTSIDE, PAD
 from rlan.data.dataset import (
     ArcTrainingDataset,
     BucketBatchSampler,

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from rlan.data.constants import NUM_COLORS
+from rlan.constants import NUM_COLORS
 
 # 0 identity, 1 rot90 (counter-clockwise), 2 rot180, 3 rot270, 4 flip left-right, 5 flip up-down,
 # 6 transpose, 7 anti-transpose. INVERSE_D4[k] undoes transform k.

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from rlan.constants import OUTSIDE, PAD
 from rlan.data.augment import Augmentation
-from rlan.data.constants import OUTSIDE, PAD
 from rlan.data.tasks import Grid, Pair
 
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from rlan.data.constants import MAX_GRID_SIDE, NUM_COLORS
+from rlan.constants import MAX_GRID_SIDE, NUM_COLORS
 from rlan.errors import BadInputError
 
 Grid = np.ndarray  # (h, w) int64, colours 0-9

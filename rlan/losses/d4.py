@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import torch
 
+from rlan.constants import NUM_COLORS
 from rlan.data.augment import D4_NAMES, INVERSE_D4
 from rlan.data.collate import top_left_sizes
-from rlan.data.constants import NUM_COLORS
 
 __all__ = [
     "D4_NAMES",

@@ -15,7 +15,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from rlan.data.constants import OUTSIDE, PAD
+from rlan.constants import OUTSIDE, PAD
 from rlan.losses.d4 import (
     apply_d4,
     random_color_permutation,

@@ -18,7 +18,7 @@ from __future__ import annotations
 import torch
 
 from rlan.config import TrainingConfig
-from rlan.data.constants import PAD
+from rlan.constants import PAD
 from rlan.losses.sparsity import SparsityRegularization, attention_entropy
 from rlan.losses.task import FocalWeightedStablemaxLoss, WeightedStablemaxLoss
 from rlan.model.output import RLANOutput

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlan.data.constants import NUM_CLASSES, NUM_COLORS, OUTSIDE
+from rlan.constants import NUM_CLASSES, NUM_COLORS, OUTSIDE
 from rlan.losses.stablemax import log_stablemax
 
 

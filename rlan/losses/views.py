@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from rlan.data.constants import OUTSIDE, PAD
+from rlan.constants import OUTSIDE, PAD
 from rlan.losses.d4 import anchored_d4, permute_colors
 from rlan.model.canvas import sample_sides
 

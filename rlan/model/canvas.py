@@ -21,8 +21,8 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
+from rlan.constants import PAD
 from rlan.data.collate import top_left_sizes
-from rlan.data.constants import PAD
 
 
 class CanvasGroup(NamedTuple):

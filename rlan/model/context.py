@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from rlan.data.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS, PAD
+from rlan.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS, PAD
 from rlan.model.attention import attend, project_keys
 from rlan.model.canvas import canvas_groups, fit_canvas
 from rlan.model.dropout import Dropout

@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn as nn
 
-from rlan.data.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS
+from rlan.constants import MAX_GRID_SIDE, NUM_INPUT_TOKENS
 from rlan.model.dropout import Dropout
 
 

@@ -8,8 +8,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from rlan.constants import MAX_GRID_SIDE, PAD
 from rlan.data.collate import top_left_sizes
-from rlan.data.constants import MAX_GRID_SIDE, PAD
 
 NUM_COORDS = 6
 

@@ -6,7 +6,7 @@ import torch
 import torch.nn as nn
 
 from rlan.config import ModelConfig
-from rlan.data.constants import MAX_GRID_SIDE, PAD
+from rlan.constants import MAX_GRID_SIDE, PAD
 from rlan.model.canvas import CanvasGroup, canvas_for, canvas_groups, fit_canvas, sample_sides
 from rlan.model.context import ContextEncoder, CrossAttentionInjector, FiLM, support_context
 from rlan.model.encoder import FeatureProjection, GridEncoder

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from rlan.data.constants import MAX_GRID_SIDE, NUM_COLORS, NUM_INPUT_TOKENS, PAD
+from rlan.constants import MAX_GRID_SIDE, NUM_COLORS, NUM_INPUT_TOKENS, PAD
 from rlan.model.dropout import Dropout
 from rlan.model.encoder import sinusoid_2d
 

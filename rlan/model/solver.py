@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 
 from rlan.config import ModelConfig
-from rlan.data.constants import NUM_CLASSES, NUM_INPUT_TOKENS
+from rlan.constants import NUM_CLASSES, NUM_INPUT_TOKENS
 from rlan.model.attention import Keys, attend, project_keys
 from rlan.model.context import support_tokens
 from rlan.model.dropout import Dropout

@@ -8,8 +8,8 @@ import pytest
 import torch
 from torch import nn
 
+from rlan.constants import NUM_CLASSES, OUTSIDE, PAD
 from rlan.data import Augmentation, augment, collate_samples, load_tasks
-from rlan.data.constants import NUM_CLASSES, OUTSIDE, PAD
 from rlan.data.dataset import training_queries
 from rlan.losses.d4 import (
     anchored_d4,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlan.config import ModelConfig
-from rlan.data.constants import PAD
+from rlan.constants import PAD
 from rlan.model import RLAN
 
 SMALL = dict(hidden_dim=32, max_clues=3, num_solver_steps=2, context_downsample=4)

@@ -7,8 +7,8 @@ import torch
 
 from bench.workload import pad_batch
 from rlan.config import ModelConfig
+from rlan.constants import PAD
 from rlan.data import collate_samples, load_tasks
-from rlan.data.constants import PAD
 from rlan.data.dataset import QuerySpec
 from rlan.losses.meta import loo_loss
 from rlan.losses.views import batch_sides

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from rlan.data.constants import NUM_CLASSES, PAD
+from rlan.constants import NUM_CLASSES, PAD
 from rlan.model import ModelStages
 from tests.model.model_batches import random_batch, small_model
 

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rlan.data.constants import PAD
+from rlan.constants import PAD
 from rlan.model import ModelStages
 from rlan.model.msre import grid_sizes, relative_coordinates
 from rlan.model.solver import apply_lora, residual_weight, soft_clamp, swiglu_width

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from rlan.config import ModelConfig
-from rlan.data.constants import PAD
+from rlan.constants import PAD
 from rlan.model import RLAN, ModelStages
 from tests.model.model_batches import random_batch, small_model
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rlan.data.constants import NUM_CLASSES
+from rlan.constants import NUM_CLASSES
 from rlan.model import ModelStages
 from tests.model.model_batches import random_batch, small_model
 

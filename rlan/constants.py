@@ -1,4 +1,5 @@
-"""Token and class ids shared by the data pipeline, the model and the losses.
+"""Token and class ids shared by the data pipeline, the model, the losses and the config (a module of its own,
+outside rlan.data, so that loading a config imports no torch: `rlan` answers bad input in a fraction of a second).
 
 Inputs: colours 0-9 plus PAD (10) for canvas cells that belong to no grid, so input embeddings have 11 rows.
 Targets: colours 0-9 inside the expected output grid plus OUTSIDE (10) for canvas cells beyond it, so the

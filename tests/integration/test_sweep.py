@@ -81,6 +81,8 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
         for rows in (r.metrics_dataframe for r in summary["results"])
     )
     assert spans[1][0] + 1.0 <= spans[0][1], spans
+    # The third trial ran in the process a finished one left (sweep.REUSE_ACTORS), not in a fresh one.
+    assert len({r.metrics["pid"] for r in summary["results"]}) == 2
     # `rlan evaluate SWEEP` submits with the best trial's last Train checkpoint (none was logged to MLflow)
     from orchestrator.comparison.compare import compare_sweep
     from orchestrator.runs.evaluate import checkpoint_folder, run_evaluate

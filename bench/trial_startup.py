@@ -1,11 +1,13 @@
 """What a sweep spends between trials: a real `run_sweep` of N short trials, one at a time, on a local Ray.
 
+Each trial is bench.orchestration's short run (configs/debug.yaml, 2 epochs).
+
 Per trial: the gap from the previous trial's last report (the first trial: from Ray's start) to this trial's
 training start (its first report's time less the worker's own `wall_s`), its training time (`wall_s`), and
 from its training start to its last report. `--no-reuse` runs the same sweep with a fresh trial process per
-trial (Tune's default), for the before/after row; `--poll-s 0.5` the controller's polling interval the
-test suite uses. Tune's report timestamps are whole seconds, so each gap
-is good to about 1 s; the mean over trials 2..N is the figure to compare.
+trial (Tune's default), for the before/after row; `--poll-s 0.5` sets the controller's polling interval the
+test suite uses. Tune's report timestamps are whole seconds, so each gap is good to about 1 s; the mean over
+trials 2..N is the figure to compare.
 
     python -m bench.trial_startup [--trials 3] [--no-reuse] [--poll-s 0.5]
 """
@@ -18,14 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-# The test suite's tiny run (tests/conftest.py): about 2.5 s of training per trial on 2 cores.
-TINY = [
-    "model.hidden_dim=16", "model.max_clues=2", "model.num_solver_steps=2", "model.dropout=0.0",
-    "training.max_epochs=2", "training.batch_size=4", "training.seed=3", "data.max_tasks=4",
-    "data.samples_per_task=2", "evaluation.max_tasks=3", "evaluation.heldout_max_tasks=3",
-    "evaluation.tta_color_perms=1", "evaluation.batch_size=16", "logging.progress=false",
-]  # fmt: skip
 SPACE = "training.learning_rate: {type: loguniform, low: 0.0005, high: 0.005}\n"
 
 
@@ -45,6 +39,7 @@ def timeline(trials: int, reuse: bool) -> tuple[float, list[tuple[float, float, 
     import ray
 
     import orchestrator.sweeps.sweep as sweep
+    from bench.orchestration import CONFIG, OVERRIDES
     from orchestrator.sweeps.search_space import load_search_space
     from rlan.config import load_config
 
@@ -62,7 +57,7 @@ def timeline(trials: int, reuse: bool) -> tuple[float, list[tuple[float, float, 
         ray.init(num_cpus=2, log_to_driver=False, logging_level="WARNING")
         started = time.time()
         try:
-            summary = sweep.run_sweep(load_config(None, TINY), space, settings)
+            summary = sweep.run_sweep(load_config(str(CONFIG), OVERRIDES), space, settings)
         finally:
             ray.shutdown()
     rows = []
@@ -78,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.poll_s is not None:  # before Ray starts: its workers inherit the environment
         os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(args.poll_s)
     started, rows = timeline(args.trials, reuse=not args.no_reuse)
-    poll = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "Ray's default")
+    poll = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2 (Ray's default)")
     print(
         f"{args.trials} trials, one at a time, reuse_actors={not args.no_reuse}, controller polls every {poll} s"
     )

@@ -4,27 +4,26 @@ import sys
 from pathlib import Path
 
 
-def test_import_rlan_pulls_in_neither_ray_nor_mlflow():
-    code = (
-        "import sys, rlan, rlan.config, rlan.data, rlan.model, rlan.losses; "
-        "print(sorted(m for m in ('ray', 'mlflow', 'optuna') if m in sys.modules))"
-    )
+def loaded_in_fresh_interpreter(modules: str, watched: tuple[str, ...]) -> list[str]:
+    """Which of `watched` are in sys.modules after a fresh interpreter imports `modules` (comma-separated)."""
+    code = f"import sys, {modules}; print(','.join(m for m in {watched!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    return [m for m in out.stdout.strip().split(",") if m]
+
+
+def test_import_rlan_pulls_in_neither_ray_nor_mlflow():
+    modules = "rlan, rlan.config, rlan.data, rlan.model, rlan.losses"
+    assert loaded_in_fresh_interpreter(modules, ("ray", "mlflow", "optuna")) == []
 
 
 def test_the_cli_and_config_loading_import_no_torch():
     # `rlan --help` and a malformed config answer before torch loads (its import is ~1 s on 2 cores).
-    code = "import sys, orchestrator.cli, rlan.config; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert loaded_in_fresh_interpreter("orchestrator.cli, rlan.config", ("torch",)) == []
 
 
 def test_the_train_worker_module_imports_no_mlflow():
     # Every Ray Train worker process imports it before training (MLflow's import is ~1 s on 2 cores).
-    code = "import sys, orchestrator.runs.train_worker; print('mlflow' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "False"
+    assert loaded_in_fresh_interpreter("orchestrator.runs.train_worker", ("mlflow",)) == []
 
 
 # ------------------------------------------------------------------------------------------ the house rules

@@ -3,8 +3,8 @@
 The workers (orchestrator/runs/train_worker.py) run the framework-free engine and only call
 `ray.train.report`; they never touch MLflow. The Train controller (on the driver's node) logs each report
 through `MlflowTrainCallback`; the driver creates the MLflow run, prints one line per epoch by polling it,
-and logs the artifacts at the end (all three through
-orchestrator/tracking/recorder.py; orchestrator/runs/train_tracking.py holds the MLflow half).
+and logs the artifacts at the end (all three through orchestrator/tracking/recorder.py;
+orchestrator/runs/train_tracking.py holds the MLflow half).
 
 Resume: Ray Train V2 resumes a run when (storage_path, name) is reused (the checkpoint manager loads
 `<storage>/<name>/` and `ray.train.get_checkpoint()` returns the latest checkpoint). The default name is

@@ -5,8 +5,8 @@ Each trial is bench.orchestration's short run (configs/debug.yaml, 2 epochs).
 Per trial: the gap from the previous trial's last report (the first trial: from Ray's start) to this trial's
 training start (its first report's time less the worker's own `wall_s`), its training time (`wall_s`), and
 from its training start to its last report. `--no-reuse` runs the same sweep with a fresh trial process per
-trial (Tune's default), for the before/after row; `--poll-s 0.5` sets the controller's polling interval the
-test suite uses. Tune's report timestamps are whole seconds, so each gap is good to about 1 s; the mean over
+trial (Tune's default), for the before/after row; `--poll-s 0.5` sets the controller's polling
+interval. Tune's report timestamps are whole seconds, so each gap is good to about 1 s; the mean over
 trials 2..N is the figure to compare.
 
     python -m bench.trial_startup [--trials 3] [--no-reuse] [--poll-s 0.5]

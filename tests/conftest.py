@@ -5,11 +5,6 @@ import pytest
 
 from rlan.config import RunConfig, load_config
 
-# Ray Train's controller polls its workers (and so takes their reports and sees them finish) every 2 s by
-# default: up to 2 s per epoch and per run end, which adds up over the suite's many short runs. Set before any
-# Ray starts, so every Ray worker (and every CLI child process) inherits it.
-os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
-
 TINY = [
     "model.hidden_dim=16",
     "model.max_clues=2",

@@ -4,12 +4,12 @@ Each trial is bench.orchestration's short run (configs/debug.yaml, 2 epochs).
 
 Per trial: the gap from the previous trial's last report (the first trial: from Ray's start) to this trial's
 training start (its first report's time less the worker's own `wall_s`), its training time (`wall_s`), and
-from its training start to its last report. `--no-reuse` runs the same sweep with a fresh trial process per
-trial (Tune's default), for the before/after row; `--poll-s 0.5` sets the controller's polling
-interval. Tune's report timestamps are whole seconds, so each gap is good to about 1 s; the mean over
+from its training start to its last report. `--reuse` runs the same sweep with Tune's reuse_actors (a
+finished trial's process runs the next trial; not what sweeps do, see orchestrator/sweeps/sweep.py
+REUSE_ACTORS), for what it would buy; `--poll-s 0.5` sets the controller's polling interval. Tune's report timestamps are whole seconds, so each gap is good to about 1 s; the mean over
 trials 2..N is the figure to compare.
 
-    python -m bench.trial_startup [--trials 3] [--no-reuse] [--poll-s 0.5]
+    python -m bench.trial_startup [--trials 3] [--reuse] [--poll-s 0.5]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ SPACE = "training.learning_rate: {type: loguniform, low: 0.0005, high: 0.005}\n"
 def parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.trial_startup", description=__doc__.splitlines()[0])
     p.add_argument("--trials", type=int, default=3)
-    p.add_argument("--no-reuse", action="store_true", help="a fresh trial process per trial")
+    p.add_argument("--reuse", action="store_true", help="a finished trial's process runs the next trial")
     p.add_argument(
         "--poll-s", type=float, default=None,
         help="RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, how often Train's controller polls its workers (Ray: 2 s)",
@@ -72,10 +72,10 @@ def main(argv: list[str] | None = None) -> dict:
     args = parse(argv)
     if args.poll_s is not None:  # before Ray starts: its workers inherit the environment
         os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(args.poll_s)
-    started, rows = timeline(args.trials, reuse=not args.no_reuse)
+    started, rows = timeline(args.trials, reuse=args.reuse)
     poll = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2 (Ray's default)")
     print(
-        f"{args.trials} trials, one at a time, reuse_actors={not args.no_reuse}, controller polls every {poll} s"
+        f"{args.trials} trials, one at a time, reuse_actors={args.reuse}, controller polls every {poll} s"
     )
     print("| trial | gap before training (s) | training wall_s (s) | training start to last report (s) |")
     print("|---|---|---|---|")

@@ -42,10 +42,11 @@ from rlan.config import RunConfig
 # 1-CPU worker each needed 2.02 of a 2-CPU machine's 2 and ran one at a time (the second driver idled).
 # Tune refuses an empty request, so it asks for one byte of `memory`, a resource every Ray node has.
 DRIVER_RESOURCES = {"CPU": 0, "memory": 1}
-# A finished trial's process runs the next trial (Tune resets a function trainable in place). Each trial
-# otherwise starts a fresh interpreter and imports Tune, Train, torch and this package again: 4.5 s per
-# trial on 2 cores, more than a trial of the tests' tiny config spends training.
-REUSE_ACTORS = True
+# Each trial runs in a fresh trial process. Reusing a finished trial's process would save ~3 s per trial,
+# but Tune's stop (ASHA, a stopper) does not end that trial's Ray Train run: the reused process must wait
+# for it, Tune gives up after 2 s and fails the next trial ("Could not re-use actor"), as a clean-clone CI
+# run did when ASHA stopped a trial at its last rung.
+REUSE_ACTORS = False
 
 
 class HealthStopper(Stopper):

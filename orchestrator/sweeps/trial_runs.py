@@ -94,10 +94,14 @@ class TrialRuns:
             self._refusal = exc
 
     def _open(self, trial) -> None:
+        """Open the trial's child run (re-attach it, when resumed or retried) and queue the epochs its kept
+        checkpoints hold that MLflow lacks now, before its Train run starts again: a running one's
+        retention may delete such a checkpoint before the next report would have asked for it."""
         if self._refusal is not None:
             return
         try:
-            self._run(trial)
+            run = self._run(trial)
+            self._recover(trial, run, range(run.last_step + 1, sys.maxsize))
         except TrackingUnavailable as exc:  # opened again with the trial's first result
             self._unavailable(trial, "child run", exc)
         except TrackingRefused as exc:
@@ -125,8 +129,9 @@ class TrialRuns:
 
     def _recover(self, trial, run: RunRecorder, missing: range) -> None:
         """Epochs that never reached us (a driver that died between Train keeping a checkpoint and Tune
-        receiving its epoch; `rlan resume` then starts after it) from the trial's kept checkpoints. What no
-        checkpoint holds stays a gap, which `record` notes."""
+        receiving its epoch; `rlan resume` then starts after it) from the trial's kept checkpoints: at the
+        trial's start, and at a result after a gap (the start could not reach MLflow). What no checkpoint
+        holds stays a gap, which `record` notes."""
         if self.train_root:
             folder = f"{self.train_root}/trial-{trial.trial_id}"
             run.recover_from_checkpoints(folder, missing, self.storage, f"trial {trial.trial_id}")

@@ -250,6 +250,43 @@ def test_an_epoch_whose_report_died_after_its_checkpoint_is_recovered_from_that_
     assert GAP_TAG not in run.data.tags
 
 
+def test_a_resumed_trial_recovers_its_lost_epoch_at_start_before_retention_can_delete_it(store, tmp_path):
+    # `rlan resume` after a kill that lost epoch 1's report: Train kept epoch 1's checkpoint. Once the
+    # resumed Train run keeps epochs 2 and 3 (2 kept, best by score), retention may delete epoch 1's before
+    # the writer sees epoch 2's result. A clean-clone CI run lost epoch 1 so: it is read at the trial's start.
+    import shutil
+
+    import torch
+
+    train = tmp_path / "train" / "trial-t5"
+    folder = train / "checkpoint_2026-12-08_01-00-00.0"
+    folder.mkdir(parents=True)
+    metrics = {"epoch": 1.0, "score": 0.1, "train/loss": 1.0}
+    torch.save(
+        {"model": {}, "optimizer": {}, "epoch": 1, "config": {}, "last_metrics": metrics},
+        folder / "checkpoint.pt",
+    )
+    callback = _callback(store)
+    callback.train_root = str(tmp_path / "train")
+    trial = SimpleNamespace(trial_id="t5", config={})
+    callback.on_trial_start(0, [], trial)
+    callback.wait_idle()
+    shutil.rmtree(folder)  # retention, after the resumed run kept epochs 2 and 3
+    for epoch in (2, 3):
+        callback.on_trial_result(
+            0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
+        )
+    callback.on_trial_complete(0, [], trial)
+    callback.wait_idle()
+    client = MlflowClient(store)
+    (run,) = client.search_runs(
+        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't5'"
+    )
+    history = client.get_metric_history(run.info.run_id, "score")
+    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert GAP_TAG not in run.data.tags
+
+
 def test_the_sweep_callback_goes_on_when_mlflow_stays_down(store, monkeypatch, capsys):
     callback = _callback(store)
     trial = SimpleNamespace(trial_id="t2", config={})

@@ -21,9 +21,11 @@ def test_the_cli_and_config_loading_import_no_torch():
     assert loaded_in_fresh_interpreter("orchestrator.cli, rlan.config", ("torch",)) == []
 
 
-def test_the_train_worker_module_imports_no_mlflow():
-    # Every Ray Train worker process imports it before training (MLflow's import is ~1 s on 2 cores).
-    assert loaded_in_fresh_interpreter("orchestrator.runs.train_worker", ("mlflow",)) == []
+def test_the_modules_a_trial_and_its_train_workers_import_load_no_mlflow_or_optuna():
+    # Every trial's process imports the trial driver, and every Ray Train worker the worker loop, before
+    # training starts (MLflow's import is ~1 s on 2 cores).
+    modules = "orchestrator.sweeps.trial_driver, orchestrator.runs.train_worker"
+    assert loaded_in_fresh_interpreter(modules, ("mlflow", "optuna")) == []
 
 
 # ------------------------------------------------------------------------------------------ the house rules

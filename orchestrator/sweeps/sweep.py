@@ -19,7 +19,6 @@ from ray import tune
 from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 from ray.tune.stopper import Stopper
 
-from orchestrator.runs.train import build_torch_trainer
 from orchestrator.sweeps.callback import MlflowSweepCallback, is_unhealthy, refusal_in
 from orchestrator.sweeps.parent import count_unfinished, earlier_parent, finish_parent, start_parent_run  # noqa: F401
 from orchestrator.sweeps.schedulers import make_any_scheduler
@@ -32,7 +31,7 @@ from orchestrator.sweeps.settings import (  # noqa: F401  (re-exported: where sw
     write_sweep_file,
 )
 from orchestrator.sweeps.study import make_searcher
-from orchestrator.sweeps.trial_config import trial_config
+from orchestrator.sweeps.trial_driver import trial_driver
 from orchestrator.tracking.retries import with_retries
 from orchestrator.tracking.run_logger import RunLogger
 from orchestrator.tracking.uri import TrackingRefused
@@ -60,29 +59,6 @@ class HealthStopper(Stopper):
 
     def stop_all(self) -> bool:
         return False
-
-
-def trial_driver(knobs: dict, base_config: RunConfig, settings: SweepSettings) -> None:
-    """One trial: the base config with the sampled knobs, trained by a Ray Train run that reports to Tune.
-    The typed config and settings reach the trial through Ray's object store (pickled once, by Ray)."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    config = trial_config(base_config, knobs)
-    trial_id = tune.get_context().get_trial_id()
-    gpus = settings.gpus_per_trial / settings.workers_per_trial
-    trainer = build_torch_trainer(
-        config,
-        name=f"trial-{trial_id}",
-        storage=f"{settings.sweep_dir}/train",
-        workers=settings.workers_per_trial,
-        use_gpu=gpus > 0,
-        cpus_per_worker=settings.cpus_per_worker,
-        gpus_per_worker=gpus or None,
-        max_failures=settings.max_failures,
-        keep_best=(settings.metric, settings.mode),  # retention never deletes the best epoch
-        callbacks=[TuneReportCallback()],
-    )
-    trainer.fit()
 
 
 def make_trainable(base: RunConfig, settings: SweepSettings):

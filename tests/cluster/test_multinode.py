@@ -28,8 +28,8 @@ from ray.cluster_utils import Cluster
 from ray.train import UserCallback
 
 from orchestrator.cluster import ClusterError, check_resources
-from orchestrator.runs.trainer import build_torch_trainer
 from orchestrator.runs.train_tracking import MlflowTrainCallback, default_train_name, open_train_run
+from orchestrator.runs.trainer import build_torch_trainer
 from orchestrator.sweeps.sweep import SweepSettings, run_sweep
 from tests.cluster._util import Background, free_port, wait_for
 from tests.conftest import sweep_settings, tiny, write_space

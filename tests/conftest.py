@@ -74,23 +74,3 @@ def start_local_ray(num_cpus: int):
         yield ray
     finally:
         ray.shutdown()
-
-
-# `make test` runs two pytest-xdist workers (`-n 2`). The tests that start Ray clusters, MLflow servers and
-# PostgreSQL (integration/ and cluster/) are one unit of work: one worker runs them one at a time and in file
-# order, as they would alone (some follow the test before them, a replaced node; two sweeps at once on 2
-# cores would race for the CPUs their assertions count on). Every other module is a unit the other worker
-# takes whole. Written as a scheduler because xdist's own `xdist_group` marks lose their group under pytest 9.2
-# (xdist 3.8 renames `item._nodeid`, which pytest no longer reads).
-SERIAL_DIRS = ("tests/integration/", "tests/cluster/")
-
-
-def pytest_xdist_make_scheduler(config, log):
-    from xdist.scheduler import LoadScopeScheduling
-
-    class RayTestsOnOneWorker(LoadScopeScheduling):
-        def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return "ray" if module.startswith(SERIAL_DIRS) else module
-
-    return RayTestsOnOneWorker(config, log)

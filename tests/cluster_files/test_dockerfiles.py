@@ -15,7 +15,7 @@ RAY_IMAGES = {
     "Dockerfile": "rayproject/ray:2.60.0-py311-cpu",
     "Dockerfile.gpu": "rayproject/ray:2.60.0-py311-cu128",
 }
-DEV_TOOLS = ("pytest", "ruff", "hypothesis", "hadolint", "pytest-timeout", "pytest-xdist")
+DEV_TOOLS = ("pytest", "ruff", "hypothesis", "hadolint", "pytest-timeout")
 SECRET_NAME = re.compile(r"(PASSWORD|PASSWD|TOKEN|SECRET|API_KEY|ACCESS_KEY)", re.I)
 
 

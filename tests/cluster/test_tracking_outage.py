@@ -219,23 +219,24 @@ def test_an_epoch_that_never_reached_tune_is_reported_as_a_gap(store):
     assert [m.step for m in client.get_metric_history(run.info.run_id, "score")] == [1, 3]
 
 
-def test_an_epoch_whose_report_died_after_its_checkpoint_is_recovered_from_that_checkpoint(store, tmp_path):
-    # The driver was killed after Train kept epoch 2's checkpoint but before Tune had epoch 2's report;
-    # `rlan resume` continues at epoch 3. The checkpoint holds epoch 2's metrics: MLflow gets them, no gap.
+def _keep_checkpoints(train, epochs) -> list:
+    """Checkpoint folders laid out as Ray Train keeps them, each holding the metrics of the epoch it ends."""
     import torch
 
-    train = tmp_path / "train" / "trial-t4"
-    for index, epoch in enumerate((1, 2, 3)):
+    folders = []
+    for index, epoch in enumerate(epochs):
         folder = train / f"checkpoint_2026-12-04_03-40-0{index}.{index}"
         folder.mkdir(parents=True)
         metrics = {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0 / epoch}
         state = {"model": {}, "optimizer": {}, "epoch": epoch, "config": {}, "last_metrics": metrics}
         torch.save(state, folder / "checkpoint.pt")
-    callback = _callback(store)
-    callback.train_root = str(tmp_path / "train")
-    trial = SimpleNamespace(trial_id="t4", config={})
-    callback.on_trial_start(0, [], trial)
-    for epoch in (1, 3):
+        folders.append(folder)
+    return folders
+
+
+def _report_and_read(callback, trial, epochs, store: str):
+    """Report `epochs` for the trial, end it, and read back its MLflow score history and tags."""
+    for epoch in epochs:
         callback.on_trial_result(
             0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
         )
@@ -243,11 +244,27 @@ def test_an_epoch_whose_report_died_after_its_checkpoint_is_recovered_from_that_
     callback.wait_idle()
     client = MlflowClient(store)
     (run,) = client.search_runs(
-        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't4'"
+        [client.get_experiment_by_name("outage-sweep").experiment_id],
+        f"tags.`rlan.trial_id` = '{trial.trial_id}'",
     )
     history = client.get_metric_history(run.info.run_id, "score")
-    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
-    assert GAP_TAG not in run.data.tags
+    return [(m.step, round(m.value, 6)) for m in history], run.data.tags
+
+
+def test_an_epoch_whose_report_died_after_its_checkpoint_is_recovered_from_that_checkpoint(store, tmp_path):
+    # The driver was killed after Train kept epoch 2's checkpoint but before Tune had epoch 2's report;
+    # `rlan resume` continues at epoch 3. The checkpoint holds epoch 2's metrics: MLflow gets them, no gap.
+    # The checkpoints appear after the trial's start here, so the gap before epoch 3 finds them (as when
+    # the start could not reach MLflow); the next test has them before the start.
+    callback = _callback(store)
+    callback.train_root = str(tmp_path / "train")
+    trial = SimpleNamespace(trial_id="t4", config={})
+    callback.on_trial_start(0, [], trial)
+    callback.wait_idle()
+    _keep_checkpoints(tmp_path / "train" / "trial-t4", (1, 2, 3))
+    history, tags = _report_and_read(callback, trial, (1, 3), store)
+    assert history == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert GAP_TAG not in tags
 
 
 def test_a_resumed_trial_recovers_its_lost_epoch_at_start_before_retention_can_delete_it(store, tmp_path):
@@ -256,35 +273,16 @@ def test_a_resumed_trial_recovers_its_lost_epoch_at_start_before_retention_can_d
     # the writer sees epoch 2's result. A clean-clone CI run lost epoch 1 so: it is read at the trial's start.
     import shutil
 
-    import torch
-
-    train = tmp_path / "train" / "trial-t5"
-    folder = train / "checkpoint_2026-12-08_01-00-00.0"
-    folder.mkdir(parents=True)
-    metrics = {"epoch": 1.0, "score": 0.1, "train/loss": 1.0}
-    torch.save(
-        {"model": {}, "optimizer": {}, "epoch": 1, "config": {}, "last_metrics": metrics},
-        folder / "checkpoint.pt",
-    )
+    (folder,) = _keep_checkpoints(tmp_path / "train" / "trial-t5", (1,))
     callback = _callback(store)
     callback.train_root = str(tmp_path / "train")
     trial = SimpleNamespace(trial_id="t5", config={})
     callback.on_trial_start(0, [], trial)
     callback.wait_idle()
     shutil.rmtree(folder)  # retention, after the resumed run kept epochs 2 and 3
-    for epoch in (2, 3):
-        callback.on_trial_result(
-            0, [], trial, {"epoch": float(epoch), "score": 0.1 * epoch, "train/loss": 1.0}
-        )
-    callback.on_trial_complete(0, [], trial)
-    callback.wait_idle()
-    client = MlflowClient(store)
-    (run,) = client.search_runs(
-        [client.get_experiment_by_name("outage-sweep").experiment_id], "tags.`rlan.trial_id` = 't5'"
-    )
-    history = client.get_metric_history(run.info.run_id, "score")
-    assert [(m.step, round(m.value, 6)) for m in history] == [(1, 0.1), (2, 0.2), (3, 0.3)]
-    assert GAP_TAG not in run.data.tags
+    history, tags = _report_and_read(callback, trial, (2, 3), store)
+    assert history == [(1, 0.1), (2, 0.2), (3, 0.3)]
+    assert GAP_TAG not in tags
 
 
 def test_the_sweep_callback_goes_on_when_mlflow_stays_down(store, monkeypatch, capsys):

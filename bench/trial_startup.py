@@ -74,9 +74,7 @@ def main(argv: list[str] | None = None) -> dict:
         os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = str(args.poll_s)
     started, rows = timeline(args.trials, reuse=args.reuse)
     poll = os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2 (Ray's default)")
-    print(
-        f"{args.trials} trials, one at a time, reuse_actors={args.reuse}, controller polls every {poll} s"
-    )
+    print(f"{args.trials} trials, one at a time, reuse_actors={args.reuse}, controller polls every {poll} s")
     print("| trial | gap before training (s) | training wall_s (s) | training start to last report (s) |")
     print("|---|---|---|---|")
     previous, gaps = started, []

@@ -7,9 +7,10 @@ from rlan.config import RunConfig, load_config
 
 # Ray Train's controller polls its workers (and so takes their reports and sees them finish) every 2 s by
 # default: about 1 s per short run of the suite's (a run's end waits for the next poll). Set before any Ray
-# starts, so every Ray worker and every CLI child inherits it. tests/integration took 514 s with it against
-# 540 s for the same tests without. Once, with it, a resumed trial lost an epoch to checkpoint retention
-# before the sweep callback read it back; the callback now reads at the trial's start (trial_runs._open).
+# starts, so every Ray worker and every CLI child inherits it. The twelve slowest tests of tests/integration
+# took 492 s with it against 540 s without (one run each). Once, with it, a resumed trial lost an epoch to
+# checkpoint retention before the sweep callback read it back; the callback now reads at the trial's start
+# (trial_runs._open).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
 TINY = [

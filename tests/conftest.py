@@ -69,6 +69,20 @@ def sweep_settings(tmp_path, name: str, space, **overrides):
     return SweepSettings(**{**defaults, **overrides})
 
 
+def sweep_children(uri: str, name: str):
+    """(client, parent runs, child runs) of the sweep `name` in any experiment of the store."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    query = f"tags.`rlan.sweep` = '{name}'"
+    runs = client.search_runs(
+        [e.experiment_id for e in client.search_experiments()], filter_string=query, max_results=1000
+    )
+    parents = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("rlan.role") == "trial"]
+    return client, parents, children
+
+
 @contextlib.contextmanager
 def start_local_ray(num_cpus: int):
     """A fresh local Ray with num_cpus logical CPUs, shut down on exit (about 5 s to start on 2 cores)."""

@@ -1,33 +1,15 @@
 """Real sweeps: local Ray, Ray Train trials under Tune with Optuna and ASHA, MLflow parent and child runs."""
 
 import json
-import math
-import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from orchestrator.sweeps.sweep import run_sweep
-from tests.conftest import sweep_settings, tiny, write_space
+from tests.conftest import sweep_children, sweep_settings, tiny, write_space
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
-
-
-def _children(uri, name):
-    client = MlflowClient(uri)
-    query = f"tags.`rlan.sweep` = '{name}'"
-    runs = client.search_runs(
-        [e.experiment_id for e in client.search_experiments()], filter_string=query, max_results=1000
-    )
-    parents = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("rlan.role") == "trial"]
-    return client, parents, children
 
 
 def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
@@ -42,7 +24,7 @@ def test_three_trials_agree_between_tune_and_mlflow(local_ray, tmp_path):
     )
     summary = run_sweep(tiny(), space, settings)
     assert summary["trials"] == 3 and summary["errors"] == 0
-    client, parents, children = _children(settings.tracking_uri, "agree")
+    client, parents, children = sweep_children(settings.tracking_uri, "agree")
     assert len(parents) == 1 and len(children) == 3
     assert parents[0].info.status == "FINISHED"
     by_trial = {r.data.tags["rlan.trial_id"]: r for r in children}
@@ -132,7 +114,7 @@ def _extend_and_resume(settings, study_url, client):
     parent = client.get_run(settings.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["rlan.trials"] == "4"
     assert parent.data.tags["rlan.study_storage"] == study_url
-    _, _, children = _children(settings.tracking_uri, "agree")
+    _, _, children = sweep_children(settings.tracking_uri, "agree")
     assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
     assert {r.data.tags["mlflow.parentRunId"] for r in children} == {settings.parent_run_id}
     # One study holds all four, each named by its Tune trial (so by its MLflow child); no point twice.
@@ -160,7 +142,7 @@ def test_asha_stops_a_clearly_worse_trial_early(local_ray, tmp_path):
     space = write_space(tmp_path, "training.learning_rate: {type: choice, values: [0.003, 1.0e-9]}\n")
     settings = sweep_settings(tmp_path, "asha", space, trials=2, concurrency=1, scheduler="asha", seed=0)
     summary = run_sweep(tiny("training.max_epochs=3", "training.learning_rate=0.003"), space, settings)
-    _, _, children = _children(settings.tracking_uri, "asha")
+    _, _, children = sweep_children(settings.tracking_uri, "asha")
     reasons = {
         float(r.data.params["training.learning_rate"]): r.data.tags["rlan.stop_reason"] for r in children
     }
@@ -181,7 +163,7 @@ def test_evaluation_every_other_epoch_still_drives_optuna_and_asha(local_ray, tm
     base = tiny("training.max_epochs=3", "evaluation.eval_every=2")
     summary = run_sweep(base, space, settings)
     assert summary["trials"] == 2 and summary["errors"] == 0
-    client, _, children = _children(settings.tracking_uri, "every2")
+    client, _, children = sweep_children(settings.tracking_uri, "every2")
     assert len(children) == 2
     for run in children:
         epochs = int(run.data.metrics["epoch"])  # 3, or 2 where ASHA stopped it at its first score
@@ -220,7 +202,7 @@ def test_swept_budgets_complete_at_their_own_epochs_and_retention_keeps_the_best
     grid = {"training.max_epochs": [2, 5]}
     summary = run_sweep(tiny("training.max_epochs=4"), None, settings, grid=grid)
     assert summary["errors"] == 0 and summary["unfinished"] == 0 and summary["trials"] == 2
-    _, parents, children = _children(settings.tracking_uri, "budgets")
+    _, parents, children = sweep_children(settings.tracking_uri, "budgets")
     runs = {int(r.data.params["training.max_epochs"]): r for r in children}
     assert sorted(runs) == [2, 5]
     for budget, run in runs.items():
@@ -251,96 +233,11 @@ def test_a_failed_trial_is_counted_and_makes_the_sweep_exit_1(local_ray, tmp_pat
     grid = {"data.tasks": [["007bbfb7", "00d62c1b"], ["zzzzzzzz"]]}
     summary = run_sweep(tiny("training.max_epochs=1"), None, settings, grid=grid)
     assert (summary["trials"], summary["errors"]) == (2, 1)
-    _, parents, children = _children(settings.tracking_uri, "one-fails")
+    _, parents, children = sweep_children(settings.tracking_uri, "one-fails")
     assert sorted(r.info.status for r in children) == ["FAILED", "FINISHED"]
     assert parents[0].data.tags["rlan.trial_errors"] == "1"
     assert trials_exit_status("sweep", summary, allow_partial=False) == 1
     assert trials_exit_status("sweep", summary, allow_partial=True) == 0
-
-
-def _rlan(*args, cwd, **kw):
-    env = dict(os.environ, TUNE_GLOBAL_CHECKPOINT_S="1", RAY_USAGE_STATS_ENABLED="0")
-    return subprocess.Popen(
-        [sys.executable, "-m", "orchestrator.cli", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        **kw,
-    )
-
-
-def test_a_killed_driver_resumes_with_no_duplicate_runs_or_steps(tmp_path):
-    uri = f"sqlite:///{tmp_path}/runs.db"
-    overrides = [
-        "model.hidden_dim=16",
-        "model.max_clues=2",
-        "model.num_solver_steps=2",
-        "data.max_tasks=4",
-        "data.samples_per_task=2",
-        "evaluation.max_tasks=3",
-        "evaluation.heldout_max_tasks=3",
-        "training.max_epochs=3",
-        "logging.experiment_name=resume-test",
-    ]
-    sweep = _rlan(
-        "sweep",
-        "-c",
-        str(ROOT / "configs/debug.yaml"),
-        "-s",
-        str(ROOT / "search_spaces/quick.yaml"),
-        *overrides,
-        "--trials",
-        "2",
-        "--concurrency",
-        "1",
-        "--scheduler",
-        "fifo",
-        "--name",
-        "kill-me",
-        "--tracking-uri",
-        uri,
-        "--quiet",
-        cwd=tmp_path,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 300
-    try:
-        # Wait (on the file system, not MLflow: a second process touching a fresh SQLite store races its
-        # schema migration) until trial 1 has its first checkpoint, then kill everything: trial 1 resumes
-        # from it, trial 2 has not started. The kill lands in the window between Train keeping a
-        # checkpoint and Tune (and MLflow) receiving its epoch: the epoch comes back from the checkpoint.
-        train_runs = tmp_path / "ray_results/kill-me/train"
-        while time.monotonic() < deadline:
-            runs = list(train_runs.glob("trial-*")) if train_runs.exists() else []
-            if any(list(r.glob("checkpoint_*")) for r in runs):
-                break
-            assert sweep.poll() is None, sweep.stdout.read()
-            time.sleep(0.5)
-        else:
-            pytest.fail("the sweep never checkpointed its first trial")
-    finally:
-        os.killpg(sweep.pid, signal.SIGKILL)
-        sweep.wait()
-    assert sweep.returncode == -signal.SIGKILL
-
-    resumed = _rlan("resume", "kill-me", cwd=tmp_path)
-    output, _ = resumed.communicate(timeout=600)
-    assert resumed.returncode == 0, output[-3000:]
-    client, parents, children = _children(uri, "kill-me")
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    assert sorted(r.data.tags["rlan.trial_id"] for r in children) == sorted(
-        {r.data.tags["rlan.trial_id"] for r in children}
-    )
-    assert len(children) == 2
-    for run in children:
-        steps = [m.step for m in client.get_metric_history(run.info.run_id, "train/loss")]
-        assert steps == [1, 2, 3], steps
-        assert run.info.status == "FINISHED" and "rlan.metrics_gap" not in run.data.tags
-        assert math.isfinite(run.data.metrics["score"])
-    state = json.loads((tmp_path / "ray_results/kill-me/rlan_sweep.json").read_text())
-    assert state["settings"]["parent_run_id"] == parents[0].info.run_id
 
 
 def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_knobs_in_force(
@@ -363,7 +260,7 @@ def test_pbt_copies_the_better_trial_s_weights_and_mlflow_shows_whom_and_the_kno
     )
     summary = run_sweep(tiny("training.max_epochs=2"), space, settings)
     assert (summary["trials"], summary["errors"], summary["unfinished"]) == (2, 0, 0)
-    client, _, children = _children(settings.tracking_uri, "pbt")
+    client, _, children = sweep_children(settings.tracking_uri, "pbt")
     by_id = {r.data.tags["rlan.trial_id"]: r for r in children}
     assert len(by_id) == 2 and {r.info.status for r in children} == {"FINISHED"}
     copies = [

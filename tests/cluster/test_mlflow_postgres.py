@@ -22,7 +22,7 @@ from orchestrator.sweeps.sweep import resume_sweep, run_sweep
 from orchestrator.tracking.run_logger import GAP_TAG, RunLogger
 from orchestrator.tracking.uri import TrackingRefused
 from tests.cluster._util import Background, wait_for
-from tests.conftest import start_local_ray, sweep_settings, tiny, write_space
+from tests.conftest import start_local_ray, sweep_children, sweep_settings, tiny, write_space
 from tests.http_endpoint import Endpoint, forward
 
 pytestmark = pytest.mark.slow
@@ -69,17 +69,6 @@ def postgres_sweep(tmp_path: Path, server: MlflowServer, name: str, **kw):
     return settings, space
 
 
-def sweep_runs(uri: str, name: str):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("postgres-sweeps")
-    runs = (
-        client.search_runs([experiment.experiment_id], f"tags.`rlan.sweep` = '{name}'") if experiment else []
-    )
-    parents = [r for r in runs if r.data.tags.get("rlan.role") == "sweep"]
-    children = [r for r in runs if r.data.tags.get("rlan.role") == "trial"]
-    return client, parents, children
-
-
 def steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return [m.step for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
 
@@ -92,7 +81,7 @@ def test_a_sweep_logged_over_http_reads_back_with_compare(mlflow_server, local_r
     assert summary["trials"] == 2 and summary["errors"] == 0
 
     comparison = compare_sweep(mlflow_server.uri, "over-http", out=str(tmp_path / "compare"))
-    client, parents, children = sweep_runs(mlflow_server.uri, "over-http")
+    client, parents, children = sweep_children(mlflow_server.uri, "over-http")
     assert len(parents) == 1 and comparison.parent_run_id == parents[0].info.run_id
     assert len(children) == 2 and len(comparison.trials) == 2
     assert {t.run_id for t in comparison.trials} == {r.info.run_id for r in children}
@@ -117,7 +106,7 @@ def test_a_sweep_keeps_going_while_the_server_restarts(mlflow_server, local_ray,
     sweep.start()
 
     def first_epoch_logged() -> bool:
-        _, _, children = sweep_runs(mlflow_server.uri, name)
+        _, _, children = sweep_children(mlflow_server.uri, name)
         return any(run.data.metrics.get("epoch", 0) >= 1 for run in children)
 
     wait_for(first_epoch_logged, 240, "the first trial's first epoch in MLflow", sweep.is_alive)
@@ -139,7 +128,7 @@ def test_a_sweep_keeps_going_while_the_server_restarts(mlflow_server, local_ray,
     )
 
     assert summary["trials"] == 2 and summary["errors"] == 0
-    client, parents, children = sweep_runs(mlflow_server.uri, name)
+    client, parents, children = sweep_children(mlflow_server.uri, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     assert len(children) == 2
     for run in children:
@@ -173,13 +162,13 @@ def test_a_proxy_that_starts_refusing_stops_the_sweep_at_once_and_resume_finishe
         assert proxy.uri in line and "HTTP 401" in line and f"rlan resume {name}" in line
         assert len(proxy.requests) - refusing[0] <= 2  # refused once, asked no more (no minute of retries)
         assert tune.Tuner.can_restore(settings.sweep_dir)
-        _, _, children = sweep_runs(mlflow_server.uri, name)
+        _, _, children = sweep_children(mlflow_server.uri, name)
         assert len(children) == 1  # the sweep stopped in its first trial
 
         proxy.answer = lambda request: forward(mlflow_server.uri, request)
         _, summary = resume_sweep(settings.sweep_dir)
     assert summary["trials"] == 2 and summary["errors"] == 0 and summary["unfinished"] == 0
-    client, parents, children = sweep_runs(mlflow_server.uri, name)
+    client, parents, children = sweep_children(mlflow_server.uri, name)
     assert len(parents) == 1 and parents[0].info.status == "FINISHED" and len(children) == 2
     for run in children:
         assert run.data.tags["rlan.stop_reason"] == "completed"

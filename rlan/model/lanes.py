@@ -5,7 +5,7 @@ three samples: too small for torch's intra-op threads to share each kernel well 
 step only 1.65x faster than one, docs/performance.md). Here the groups are spread over
 `lanes` threads of one intra-op thread each (the largest first, onto the least loaded lane), the forward
 and, through one autograd Function, the backward. `python -m bench.interleaved --variant "canvas groups
-one after another"` measures it.
+one after another"` measures it, and `python -m bench.lane_balance` how evenly it loads the two cores.
 
 The result does not depend on the schedule: each group draws its dropout masks from a generator of its
 own, seeded from the default generator in group order before the lanes start; each group's gradients are
@@ -17,8 +17,10 @@ which are per thread) runs the groups one after another.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -41,6 +43,41 @@ GROUP_COST_CELLS = 150
 # lane is slower than two on one group, so an unbalanced batch is faster one group after another.
 MAX_LANE_LOAD = 1.12
 MAX_SPLITS = 1
+
+
+@dataclass
+class LaneRecord:
+    """One run of the lanes (a forward or a backward): the group indices per lane, each group's seconds,
+    and the run's wall time."""
+
+    schedule: list[list[int]]
+    seconds: list[float]
+    wall: float
+
+
+@dataclass
+class _Recorder:
+    records: list[LaneRecord]
+    alone_threads: int | None
+
+
+_recorder: _Recorder | None = None
+
+
+@contextmanager
+def recording_lanes(alone_threads: int | None = None) -> Iterator[list[LaneRecord]]:
+    """A LaneRecord for every run of the lanes inside the block (bench/lane_balance.py measures with it).
+
+    alone_threads: run each lane's groups in the calling thread instead, one lane after the other, on this
+    many intra-op threads: each group's time without a second lane beside it. On one thread the groups
+    compute exactly what they compute in lanes (the same kernels, seeds and order of the gradient sums).
+    """
+    global _recorder
+    previous, _recorder = _recorder, _Recorder([], alone_threads)
+    try:
+        yield _recorder.records
+    finally:
+        _recorder = previous
 
 
 def _thread_local_state() -> bool:
@@ -128,16 +165,34 @@ def _in_lanes(schedule: list[list[int]], job: Callable[[int], object]) -> list:
     if pool is None:
         pool = _pools[len(schedule)] = ThreadPoolExecutor(len(schedule), thread_name_prefix="rlan-lane")
 
-    def lane(indices: list[int]) -> list[tuple[int, object]]:
-        torch.set_num_threads(1)  # this thread's OpenMP and MKL threads
-        return [(i, job(i)) for i in indices]
+    recorder, seconds = _recorder, {}
+
+    def timed(i: int) -> object:
+        start = time.perf_counter()
+        out = job(i)
+        seconds[i] = time.perf_counter() - start
+        return out
+
+    run = job if recorder is None else timed
+
+    def lane(indices: list[int], intra_op: int = 1) -> list[tuple[int, object]]:
+        torch.set_num_threads(intra_op)  # this thread's OpenMP and MKL threads
+        return [(i, run(i)) for i in indices]
 
     results: dict[int, object] = {}
+    start = time.perf_counter()
     try:
-        for future in [pool.submit(lane, indices) for indices in schedule]:
-            results.update(future.result())
+        if recorder is not None and recorder.alone_threads:
+            for indices in schedule:
+                results.update(lane(indices, recorder.alone_threads))
+        else:
+            for future in [pool.submit(lane, indices) for indices in schedule]:
+                results.update(future.result())
     finally:
         torch.set_num_threads(threads)  # and the process-wide default as it was
+    if recorder is not None:
+        wall = time.perf_counter() - start
+        recorder.records.append(LaneRecord(schedule, [seconds[i] for i in range(len(seconds))], wall))
     return [results[i] for i in range(len(results))]
 
 

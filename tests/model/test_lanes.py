@@ -101,6 +101,23 @@ def test_a_recomputation_in_a_lane_draws_the_masks_of_its_forward(mixed_batch, c
     assert_close_grads(kept, recomputed, rtol=1e-5)
 
 
+@two_threads
+def test_recorded_lanes_run_alone_compute_exactly_what_the_lanes_compute(mixed_batch, counted_lanes):
+    """bench/lane_balance.py times each group alone (its lane's groups in the main thread, one intra-op
+    thread): that is only a fair "alone" if it is the same computation, bit for bit."""
+    model = small_model(dropout=0.2).train()
+    _, laned = forward_and_grads(model, mixed_batch, enabled=True, seed=3)
+    with lanes.recording_lanes(alone_threads=1) as records:
+        _, alone = forward_and_grads(model, mixed_batch, enabled=True, seed=3)
+    assert len(counted_lanes) == 2
+    assert all(torch.equal(laned[n], alone[n]) for n in laned)
+    assert len(records) == 2  # the forward and the backward
+    for record in records:
+        groups = sorted(i for lane in record.schedule for i in lane)
+        assert groups == list(range(len(record.seconds))) and len(record.schedule) == 2
+        assert all(s > 0 for s in record.seconds) and record.wall >= sum(record.seconds) * 0.99
+
+
 def test_the_thread_setting_is_left_as_it_was(mixed_batch):
     model = small_model(dropout=0.0).eval()
     threads = torch.get_num_threads()

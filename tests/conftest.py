@@ -13,10 +13,10 @@ from rlan.config import RunConfig, load_config
 # (trial_runs._open).
 os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "0.5")
 
+# The smallest model the tests train: each test adds the data and run settings it needs.
+TINY_MODEL = ["model.hidden_dim=16", "model.max_clues=2", "model.num_solver_steps=2"]
 TINY = [
-    "model.hidden_dim=16",
-    "model.max_clues=2",
-    "model.num_solver_steps=2",
+    *TINY_MODEL,
     "model.dropout=0.0",
     "training.max_epochs=2",
     "training.batch_size=4",

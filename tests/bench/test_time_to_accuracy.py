@@ -6,9 +6,10 @@ import pytest
 
 from bench.report import time_to_accuracy_line
 from bench.time_to_accuracy import first_reach, measure
+from tests.conftest import TINY_MODEL
 
 TINY = [
-    "model.hidden_dim=16", "model.max_clues=2", "model.num_solver_steps=2", "training.max_epochs=2",
+    *TINY_MODEL, "training.max_epochs=2",
     "data.tasks=[a699fb00]", "data.samples_per_task=2", "evaluation.eval_every=1", "evaluation.max_tasks=1",
     "evaluation.heldout_max_tasks=1", "training.output_equivariance_training.enabled=false",
     "training.loo_training.enabled=false",

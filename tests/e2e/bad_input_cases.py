@@ -6,13 +6,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tests.conftest import TINY_MODEL
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "debug.yaml")
 QUICK_SPACE = str(ROOT / "search_spaces" / "quick.yaml")
 TINY = [
-    "model.hidden_dim=16",
-    "model.max_clues=2",
-    "model.num_solver_steps=2",
+    *TINY_MODEL,
     "data.max_tasks=2",
     "data.samples_per_task=1",
     "evaluation.max_tasks=1",

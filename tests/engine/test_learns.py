@@ -6,6 +6,7 @@ import numpy as np
 
 from rlan import engine
 from rlan.config import load_config
+from tests.conftest import TINY_MODEL
 
 
 def write_recolour_task(folder, seed: int = 0) -> None:
@@ -30,9 +31,7 @@ def test_a_tiny_model_learns_a_trivial_task_to_full_exact_match(tmp_path):
         [
             *(f"data.{o}" for o in folder),
             *(f"evaluation.{o}" for o in folder),
-            "model.hidden_dim=16",
-            "model.max_clues=2",
-            "model.num_solver_steps=2",
+            *TINY_MODEL,
             "model.dropout=0.0",
             "training.max_epochs=24",
             "training.batch_size=5",

@@ -14,11 +14,10 @@ from rlan.engine import TrainState
 from rlan.losses import RLANLoss
 from rlan.model import run_on_batch
 from rlan.schedule import stages_at
+from tests.conftest import TINY_MODEL
 
 SMALL_STABLE_DEV = [
-    "model.hidden_dim=16",
-    "model.max_clues=2",
-    "model.num_solver_steps=2",
+    *TINY_MODEL,
     "model.dropout=0.0",
     "training.batch_size=4",
     "training.grad_accumulation_steps=1",

@@ -12,6 +12,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.ablation.report import REPORTED
+from tests.conftest import TINY_MODEL
 
 ROOT = Path(__file__).resolve().parents[2]
 # Three arms go through the machinery: all on, all off, and the one whose config differs in a second key
@@ -19,8 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 # numbers in tests/ablation/test_verdicts.py. (All eight here, and a second ablation for the interruption,
 # took 129 s + 84 s.)
 RUN_ARMS = ["all_off", "all_on", "without_fix4_pool_context_simple"]
-TINY = ["model.hidden_dim=16", "model.max_clues=2", "model.num_solver_steps=2", "data.samples_per_task=2",
-        "evaluation.max_tasks=2", "evaluation.heldout_max_tasks=2", "evaluation.batch_size=32"]  # fmt: skip
+TINY = [*TINY_MODEL, "data.samples_per_task=2", "evaluation.max_tasks=2", "evaluation.heldout_max_tasks=2",
+        "evaluation.batch_size=32"]  # fmt: skip
 
 
 @pytest.mark.slow

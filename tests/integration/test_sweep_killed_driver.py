@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import sweep_children
+from tests.conftest import TINY_MODEL, sweep_children
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -33,9 +33,7 @@ def _rlan(*args, cwd, **kw):
 def test_a_killed_driver_resumes_with_no_duplicate_runs_or_steps(tmp_path):
     uri = f"sqlite:///{tmp_path}/runs.db"
     overrides = [
-        "model.hidden_dim=16",
-        "model.max_clues=2",
-        "model.num_solver_steps=2",
+        *TINY_MODEL,
         "data.max_tasks=4",
         "data.samples_per_task=2",
         "evaluation.max_tasks=3",

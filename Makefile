@@ -28,7 +28,7 @@ debug: $(STAMP)
 	$(BIN)/rlan debug -c configs/debug.yaml
 
 # A small real sweep: embedded local Ray, MLflow in ./mlruns.db, 4 trials of configs/sweep.yaml (the
-# learnable recipe on the local-rule tasks, 60 epochs), 2 at a time, about 4-5 minutes on 2 cores.
+# learnable recipe on the local-rule tasks, 60 epochs), 2 at a time, about 4-7 minutes on 2 cores.
 sweep: $(STAMP)
 	$(BIN)/rlan sweep -c configs/sweep.yaml -s search_spaces/quick.yaml --trials 4 --concurrency 2
 

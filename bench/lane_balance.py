@@ -112,6 +112,8 @@ def summarize(rows: list[dict]) -> dict:
         return sum(r[key] for r in laned)
 
     busiest = total("busiest_lane_s")
+    alone_one = sum(sum(r["alone_one_thread_s"]) for r in laned)
+    alone_two = sum(sum(r["alone_two_threads_s"]) for r in laned)
     return {
         "batches": len(rows),
         "batches_in_lanes": len(laned),
@@ -123,11 +125,10 @@ def summarize(rows: list[dict]) -> dict:
         "even_split_saves": (busiest - total("even_split_s")) / step_s,
         # the tail against the best split, both of the times alone (beside a second lane they are slower)
         "tail_saves": (total("best_split_alone_s") - total("best_with_tail_s")) / step_s,
-        "beside_over_alone": (
-            sum(sum(r["group_s"]) for r in laned) / sum(sum(r["alone_one_thread_s"]) for r in laned)
-            if laned
-            else float("nan")
-        ),
+        # the lanes' groups on one thread, one after another, against: the lanes; the same on two threads
+        "lanes_speedup": alone_one / total("lanes_wall_s") if laned else float("nan"),
+        "two_threads_speedup": alone_one / alone_two if laned else float("nan"),
+        "beside_over_alone": sum(sum(r["group_s"]) for r in laned) / alone_one if laned else float("nan"),
     }
 
 
@@ -149,8 +150,10 @@ def report(result: dict) -> str:
     s = result["summary"]
     lines += [
         f"the lanes ran on {s['batches_in_lanes']} of {s['batches']} batches: {s['lanes_wall_s']:.2f} s of "
-        f"{s['step_s']:.2f} s; a group ran {100 * (s['beside_over_alone'] - 1):+.1f}% slower beside a second "
-        "lane than alone",
+        f"{s['step_s']:.2f} s; against their groups one after another on one thread they ran "
+        f"{s['lanes_speedup']:.2f}x as fast (the groups one after another on two threads: "
+        f"{s['two_threads_speedup']:.2f}x); a group ran {100 * (s['beside_over_alone'] - 1):+.1f}% slower "
+        "beside a second lane than alone",
         f"of all the steps' time, the best split of the same groups would save {100 * s['best_split_saves']:.1f}%, "
         f"a perfectly even split (not reachable with these groups) {100 * s['even_split_saves']:.1f}%; "
         f"on the times alone, a 2-thread tail after the best split {100 * s['tail_saves']:.1f}%",

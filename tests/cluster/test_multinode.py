@@ -252,17 +252,25 @@ def test_a_sweep_retries_the_trial_whose_driver_node_died(cluster, tmp_path):
         attempts = [i for i, row in enumerate(rows) if row["iterations_since_restore"] == 1]
         assert len(attempts) == (2 if trial_id == affected else 1), rows
         reported = [int(row["epoch"]) for row in rows]
-        assert sorted(set(reported)) == list(range(1, epochs + 1)), (trial_id, reported)
+        skipped: set[int] = set()
         if trial_id == affected:
             # The second attempt resumed from the Train checkpoint: it reports the epoch after the last
-            # checkpointed one, so at most the epoch in flight at the kill is trained twice.
+            # checkpointed one, so at most the epoch in flight at the kill is trained twice. An epoch the
+            # dead attempt finished and checkpointed after Tune's last result of it never reaches Tune
+            # (it happened once in CI: [1, 3, 4]); MLflow must still have it, read back from its checkpoint
+            # when the trial restarts (checked below).
+            resumed_at, last_before = int(rows[attempts[1]]["epoch"]), int(rows[attempts[1] - 1]["epoch"])
+            assert resumed_at > last_before, reported
+            skipped = set(range(last_before + 1, resumed_at))
+        assert sorted(set(reported) | skipped) == list(range(1, epochs + 1)), (trial_id, reported)
+        if trial_id == affected:
             first_again = rows[attempts[1]]
-            assert int(first_again["epoch"]) == int(rows[attempts[1] - 1]["epoch"]) + 1, reported
             MEASURED["sweep: kill to the re-launched driver's first epoch (s)"] = (
                 first_again["timestamp"] - killed_at
             )
             MEASURED["sweep: re-launched driver start to first epoch (s)"] = first_again["time_since_restore"]
             MEASURED["sweep: reported epochs recomputed"] = len(reported) - len(set(reported))
+            MEASURED["sweep: epochs checkpointed but never reported to Tune"] = len(skipped)
 
     client = MlflowClient(settings.tracking_uri)
     runs = client.search_runs(

@@ -1,15 +1,16 @@
 """How well the canvas lanes (rlan/model/lanes.py) use two cores, batch by batch.
 
-    python -m bench.lane_balance                  # h128, the side-by-side's 12 batch-max batches, ~2 minutes
+    python -m bench.lane_balance                  # h128, the side-by-side's 12 batch-max batches, ~1 minute
 
-Each batch is stepped three times (after two warm-up steps): in lanes, as training runs; then with each
-lane's groups one after another in the main thread on one intra-op thread ("alone"), which computes exactly
-what the lanes compute; then the same on two threads. Every group's forward and backward is timed. The
-table shows, per batch, the groups the lanes computed, the busiest lane's seconds, the best split of those
-groups over two lanes (exhaustive), an even split (half the sum) and how much slower a group ran beside a
-second lane than alone. The summary bounds what a better schedule could give: the best split of the same
-groups, an even split, and (on the times alone, against the best split of those) one more phase after the
-lanes in which the groups left over run on both threads (the "2-thread tail").
+Each batch is stepped three ways (after two warm-up steps), the order flipped every other batch: in lanes,
+as training runs; with each lane's groups one after another in the main thread on one intra-op thread
+("alone"), which computes exactly what the lanes compute; and the same on two threads. Every group's
+forward and backward is timed. The table shows, per batch, the groups the lanes computed, the busiest
+lane's seconds, the best split of those groups over two lanes (exhaustive), an even split (half the sum)
+and how much slower a group ran beside a second lane than alone. The summary bounds what a better schedule
+could give: the best split of the same groups, an even split, and (on the times alone, against the best
+split of those) one more phase after the lanes in which the groups left over run on both threads (the
+"2-thread tail").
 """
 
 from __future__ import annotations
@@ -23,10 +24,7 @@ import torch
 
 from bench.original_batches import original_batches
 from bench.workload import Shape, TrainStep, build_model
-from rlan.model.canvas import canvas_for, canvas_groups, sample_sides
-from rlan.model.lanes import LaneRecord, plan_lanes, recording_lanes
-
-MODEL_INPUTS = ("support_inputs", "support_outputs", "query_inputs")
+from rlan.model.lanes import LaneRecord, recording_lanes
 
 
 def group_seconds(records: list[LaneRecord]) -> list[float]:
@@ -57,11 +55,11 @@ def best_with_tail(alone_one: list[float], alone_two: list[float]) -> float:
 
 
 def planned_groups(model, batch: dict) -> list[str]:
-    """The groups the lanes compute, as "side x samples" (the model's own plan, recomputed)."""
-    sides = sample_sides(*(batch[k] for k in MODEL_INPUTS))
-    groups = canvas_groups(canvas_for(sides, model.config.canvas_sides))
-    planned, lanes = plan_lanes(groups, batch["query_inputs"].device)
-    return [f"{g.side}x{len(g.index)}" for g in planned] if lanes > 1 else []
+    """The groups the lanes compute, as "side x samples" (the model's own plan)."""
+    _, groups, lanes = model.canvas_plan(
+        batch["support_inputs"], batch["support_outputs"], batch["query_inputs"]
+    )
+    return [f"{g.side}x{len(g.index)}" for g in groups] if lanes > 1 else []
 
 
 def timed_step(step: TrainStep, batch: dict, alone_threads: int | None) -> tuple[float, list[LaneRecord]]:

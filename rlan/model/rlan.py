@@ -69,19 +69,26 @@ class RLAN(nn.Module):
         query_inputs: torch.Tensor,
         stages: ModelStages = DEFAULT_STAGES,
     ) -> RLANOutput:
-        sides = None
-        if self.config.canvas_sides is not None:
-            sides = sample_sides(support_inputs, support_outputs, query_inputs)
-            groups = canvas_groups(canvas_for(sides, self.config.canvas_sides))
-            groups, lanes = plan_lanes(groups, query_inputs.device)
-            if lanes > 1:
-                inputs = (support_inputs, support_outputs, support_mask, query_inputs)
-                return self.forward_in_lanes(inputs, sides, groups, lanes, stages)
+        sides, groups, lanes = self.canvas_plan(support_inputs, support_outputs, query_inputs)
+        if lanes > 1:
+            inputs = (support_inputs, support_outputs, support_mask, query_inputs)
+            return self.forward_in_lanes(inputs, sides, groups, lanes, stages)
         support_maps = self.encode_support(support_inputs, support_outputs, support_mask, sides)
         lora = None
         if stages.hyperlora and self.hyper_lora is not None:
             lora = self.hyper_lora(support_maps, support_mask, stages.delta_scale)
         return self.forward_with_lora(query_inputs, support_maps, support_mask, lora, stages, sides)
+
+    def canvas_plan(self, support_inputs, support_outputs, query_inputs):
+        """(each sample's side, its canvas groups as forward computes them, the lanes they run in);
+        (None, [], 1) without model.canvas_sides. bench/lane_balance.py reads the plan from here."""
+        if self.config.canvas_sides is None:
+            return None, [], 1
+        sides = sample_sides(support_inputs, support_outputs, query_inputs)
+        groups, lanes = plan_lanes(
+            canvas_groups(canvas_for(sides, self.config.canvas_sides)), query_inputs.device
+        )
+        return sides, groups, lanes
 
     def forward_in_lanes(self, inputs, sides, groups, lanes, stages) -> RLANOutput:
         """`forward` with each canvas group's whole forward (support pairs, LoRA deltas, prediction) and
